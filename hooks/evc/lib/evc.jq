@@ -1,0 +1,173 @@
+# jq definitions shared by the EVC hooks; load with `jq -L "$EVC_LIB" 'include "evc"; ...'`.
+# Everything here is pure: the decision about a claim is computed from the claim,
+# the pods of its namespace, the time and the settings, so the hooks keep no state.
+
+# --- sizes --------------------------------------------------------------------
+
+# A Kubernetes quantity without sign. Exponents are tried before the E (exa) suffix.
+def qty_parts:
+  tostring
+  | capture("^(?<n>[0-9]+(\\.[0-9]*)?|\\.[0-9]+)(?<s>[eE][+-]?[0-9]+|[KMGTPE]i|[kMGTPE]|m|u|n)?$")
+  | .s //= "";
+
+def qty_factor($s):
+  if $s == "" then 1
+  elif ($s | test("^[eE].")) then pow(10; $s[1:] | tonumber)
+  else {"Ki": 1024, "Mi": 1048576, "Gi": 1073741824, "Ti": 1099511627776,
+        "Pi": 1125899906842624, "Ei": 1152921504606846976,
+        "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+        "m": 1e-3, "u": 1e-6, "n": 1e-9}[$s]
+  end;
+
+# Bytes as a (floating) number, or null when the value is not a quantity.
+def qty_bytes:
+  ([try qty_parts catch empty] | first) as $p
+  | if $p == null then null else ($p.n | tonumber) * qty_factor($p.s) end;
+
+# A storage request must be a quantity and more than zero.
+def valid_size: (qty_bytes // 0) > 0;
+
+# --- pods ---------------------------------------------------------------------
+
+def ts: if . == null or . == "" then null else (try fromdateiso8601 catch null) end;
+
+def labels_match($want): . as $have | all($want | to_entries[]; $have[.key] == .value);
+
+# Pods that reference the claim by name and, where the claim has a selector, match it.
+def designated($evc):
+  ($evc.spec.selector.matchLabels // {}) as $want
+  | map(select(any(.spec.volumes[]?; .persistentVolumeClaim.claimName? == $evc.metadata.name)
+               and ((.metadata.labels // {}) | labels_match($want))));
+
+# Failed is terminal for a pod: containers that restart keep the pod Running.
+def finished: .status.phase == "Succeeded" or .status.phase == "Failed";
+
+# When a finished pod stopped: its containers' finish, else its last condition change.
+def finish_time:
+  ([.status.containerStatuses[]?.state.terminated.finishedAt | ts | values] | max)
+  // ([.status.conditions[]?.lastTransitionTime | ts | values] | max)
+  // (.metadata.creationTimestamp | ts);
+
+# --- decision -------------------------------------------------------------------
+
+def period($v; $default): if $v == null then $default else $v end;
+
+def iso: if . == null then null else todate end;
+
+# The settings: {expiry, grace, interval} from the environment; spec overrides periods.
+def periods($evc; $cfg):
+  {expiry: period($evc.spec.expiryPeriod; $cfg.expiry),
+   grace: period($evc.spec.gracePeriod; $cfg.grace),
+   interval: ([$cfg.interval, 1] | max)};
+
+# The claim is used: refresh lastUsed at most once an interval, to bound status writes.
+def in_use($st; $now; $p; $active):
+  ($st.lastUsed | ts) as $last
+  | {phase: "InUse", deadline: null,
+     lastUsed: (if $st.phase != "InUse" or $last == null or $now - $last >= $p.interval
+                then $now else $last end),
+     message: "In use by pod(s) \([$active[].metadata.name] | sort | join(", "))"};
+
+# Used before and every designated pod is finished or gone: the grace countdown
+# from the latest finish. Coming from InUse, lastUsed was refreshed while the last
+# user ran, so that user finished at or after it: when no pod here did, it was
+# deleted unseen, and now is its finish (late rather than early).
+def last_finish($st; $now; $pods):
+  [$pods[] | finish_time | values] as $finishes
+  | ($st.lastUsed | ts) as $last
+  | if $st.phase != "InUse" then $finishes + [$last | values] | max
+    elif any($finishes[]; . >= ($last // 0)) then $finishes | max
+    else $now end;
+
+def released($st; $now; $p; $pods):
+  last_finish($st; $now; $pods) as $stop
+  | {phase: "Released", lastUsed: $stop, deadline: ($stop + $p.grace), kind: "cleanup",
+     message: "All pods finished; deleted at \(($stop + $p.grace) | todate) unless used again"};
+
+def never_used($evc; $p):
+  (($evc.metadata.creationTimestamp | ts) + $p.expiry) as $deadline
+  | {phase: "Pending", lastUsed: null, deadline: $deadline, kind: "expiry",
+     message: "Not used yet; deleted at \($deadline | todate) unless a pod uses it"};
+
+# Countdown bookkeeping: log when a new countdown starts or when the seconds left
+# enter a lower multiple of the interval (at most one log line, one write per interval).
+def step($secs; $interval): ($secs + $interval - 1) / $interval | floor;
+
+def countdown($st; $now; $p):
+  if .deadline == null then . + {countdownLogged: null, log: false, due: false}
+  else ((.deadline - $now) | ceil) as $left
+    | (($st.deadline | ts) != .deadline
+       or step($left; $p.interval) < step($st.countdownLogged // 0; $p.interval)) as $next
+    | . + {left: $left, due: ($left <= 0), log: ($next and $left > 0),
+           countdownLogged: (if $next then $left else $st.countdownLogged end)}
+  end;
+
+# Input: {evc, pods}. Output: the new status fields plus what to do:
+# {phase, message, lastUsed, deadline (epoch), kind, left, due, log, countdownLogged,
+#  cancelled (a countdown stopped because a pod uses the claim)}.
+def decide($now; $cfg):
+  .evc as $evc | (.evc.status // {}) as $st
+  | periods($evc; $cfg) as $p
+  | (.pods | designated($evc)) as $pods
+  | ($pods | map(select(finished | not))) as $active
+  | if ($active | length) > 0 then in_use($st; $now; $p; $active)
+    elif ($pods | length) > 0 or ($st.lastUsed | ts) != null then released($st; $now; $p; $pods)
+    else never_used($evc; $p)
+    end
+  | countdown($st; $now; $p)
+  | .cancelled = (.phase == "InUse" and ($st.phase == "Pending" or $st.phase == "Released"))
+  | .previous = ($st.phase // "")
+  | .cancelledKind = (if $st.phase == "Pending" then "expiry" else "cleanup" end);
+
+# The status fields of a decision, as stored (timestamps in RFC 3339).
+def status_of: {phase, message, lastUsed: (.lastUsed | iso), deadline: (.deadline | iso), countdownLogged};
+
+# True when the stored status differs from the decision's.
+def status_changed($st): status_of as $new | ($new | keys) | any(($new[.]) != ($st[.]));
+
+# --- the PVC ------------------------------------------------------------------
+
+# Annotation on the PVC listing the label keys copied from the claim, so that
+# labels the claim drops later are removed from the PVC (and no others).
+def copied_labels_key: "ephemeralvolumeclaims.zalando.org/copied-labels";
+
+def size_of: .spec.size // "" | tostring;
+
+def owner_ref:
+  {apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim", name: .metadata.name,
+   uid: .metadata.uid, controller: true, blockOwnerDeletion: true};
+
+def owned_by($uid): any(.metadata.ownerReferences[]?; .uid == $uid);
+
+def pvc_manifest:
+  (.metadata.labels // {}) as $labels
+  | {apiVersion: "v1", kind: "PersistentVolumeClaim",
+     metadata: {name: .metadata.name, namespace: .metadata.namespace, labels: $labels,
+                annotations: {(copied_labels_key): ($labels | keys | tojson)},
+                ownerReferences: [owner_ref]},
+     spec: ({accessModes: (if (.spec.accessModes // []) == [] then ["ReadWriteOnce"]
+                           else .spec.accessModes end),
+             resources: {requests: {storage: size_of}}}
+            + if .spec.storageClassName then {storageClassName: .spec.storageClassName}
+              else {} end)};
+
+# A merge patch making the PVC's copied labels those of the claim, or null if none is needed.
+def label_patch($evc; $pvc):
+  ($evc.metadata.labels // {}) as $want
+  | ($pvc.metadata.labels // {}) as $have
+  | ($pvc.metadata.annotations[copied_labels_key]? // "[]" | try fromjson catch []) as $copied
+  | ($copied - ($want | keys)) as $drop
+  | if any($want | to_entries[]; $have[.key] != .value) or any($drop[]; in($have))
+       or ($want | keys | tojson) != $pvc.metadata.annotations[copied_labels_key]?
+    then {metadata: {labels: ($want + (reduce $drop[] as $k ({}; .[$k] = null))),
+                     annotations: {(copied_labels_key): ($want | keys | tojson)}}}
+    else null end;
+
+# What a changed spec.size asks of the PVC: grow, shrink, same or invalid.
+def resize_verdict($evc; $pvc):
+  ($evc | size_of) as $want
+  | if ($want | valid_size | not) then "invalid"
+    else ($want | qty_bytes) as $w
+      | ($pvc.spec.resources.requests.storage // "" | qty_bytes) as $have
+      | if $have == null or $w > $have then "grow" elif $w < $have then "shrink" else "same" end
+    end;

@@ -1,0 +1,355 @@
+//! The validated configuration: every flag checked and converted once, before anything runs.
+
+use crate::cli::RunArgs;
+use crate::flatten;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value '{value}' for '{flag}': {reason}")]
+    InvalidValue { flag: &'static str, value: String, reason: String },
+    #[error("invalid value '{value}' for '{flag}': expected a duration such as 500ms, 3s or 2m")]
+    InvalidDuration {
+        flag: &'static str,
+        value: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("hooks directory '{0}' does not exist or is not a directory")]
+    HooksDirMissing(PathBuf),
+    #[error("hooks directory '{path}' cannot be read")]
+    HooksDirUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot find the current directory")]
+    CurrentDir(#[source] std::io::Error),
+}
+
+/// Lowest level written to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    /// The number operator-sh's log library compares against (0 DEBUG … 3 ERROR).
+    pub fn hook_value(self) -> u8 {
+        match self {
+            LogLevel::Trace | LogLevel::Debug => 0,
+            LogLevel::Info => 1,
+            LogLevel::Warning => 2,
+            LogLevel::Error => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub file: Option<PathBuf>,
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub reset: bool,
+    pub events: bool,
+}
+
+/// Which namespaces are watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The kubeconfig context's namespace, as kubectl does.
+    ContextDefault,
+    Namespace(String),
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub object: String,
+    pub hooks_dir: PathBuf,
+    pub scope: Scope,
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+    pub changes_only: bool,
+    pub hook_env: Vec<(String, String)>,
+    pub log: LogConfig,
+    pub flatten: flatten::Options,
+    pub queue: Option<PathBuf>,
+    pub reset_queue: bool,
+    pub workers: usize,
+    pub resync: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub hook_timeout: Duration,
+    pub grace_period: Duration,
+    pub finalizer: Option<String>,
+}
+
+impl Config {
+    pub fn from_args(args: RunArgs) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
+        let retry = RetryPolicy {
+            retries: args.retries,
+            backoff_min: duration("--backoff-min", &args.backoff_min)?,
+            backoff_max: duration("--backoff-max", &args.backoff_max)?,
+        };
+        let log = log_config(&args, &cwd)?;
+        Ok(Config {
+            object: args.object.unwrap_or_default(),
+            hooks_dir: hooks_dir(&cwd.join(&args.hooks))?,
+            scope: scope(args.namespace, args.all_namespaces),
+            kubeconfig: args.kubeconfig.map(|p| cwd.join(p)),
+            context: args.context,
+            label_selector: non_empty("--label-selector", args.label_selector)?,
+            field_selector: non_empty("--field-selector", args.field_selector)?,
+            changes_only: args.changes_only,
+            hook_env: hook_env(&args.hook_env)?,
+            log,
+            flatten: prefix(args.filter)?,
+            queue: args.queue.map(|p| cwd.join(p)),
+            reset_queue: args.reset_queue,
+            workers: workers(args.workers)?,
+            resync: args.resync.as_deref().map(|v| positive_duration("--resync", v)).transpose()?,
+            retry,
+            hook_timeout: positive_duration("--hook-timeout", &args.hook_timeout)?,
+            grace_period: duration("--grace-period", &args.grace_period)?,
+            finalizer: args.finalizer.map(finalizer).transpose()?,
+        })
+    }
+}
+
+fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue { flag, value: value.to_string(), reason: reason.into() }
+}
+
+/// Durations as humans write them: 500ms, 3s, 2m, 1h30m.
+pub fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|source| ConfigError::InvalidDuration {
+        flag,
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn positive_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(flag, value)?;
+    if d.is_zero() {
+        return Err(invalid(flag, value, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn hooks_dir(path: &Path) -> Result<PathBuf, ConfigError> {
+    if !path.is_dir() {
+        return Err(ConfigError::HooksDirMissing(path.to_path_buf()));
+    }
+    std::fs::read_dir(path)
+        .map_err(|source| ConfigError::HooksDirUnreadable { path: path.to_path_buf(), source })?;
+    Ok(path.to_path_buf())
+}
+
+fn scope(namespace: Option<String>, all: bool) -> Scope {
+    match (namespace, all) {
+        (_, true) => Scope::All,
+        (Some(ns), false) => Scope::Namespace(ns),
+        (None, false) => Scope::ContextDefault,
+    }
+}
+
+fn non_empty(flag: &'static str, value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(invalid(flag, &v, "must not be empty")),
+        other => Ok(other),
+    }
+}
+
+/// `K=V[,K=V...]`, every pair. A piece that does not start with `NAME=` continues the
+/// previous value, so `LIST=a,b,C=1` gives LIST=`a,b` and C=`1`.
+pub fn hook_env(values: &[String]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for value in values {
+        for (i, piece) in value.split(',').enumerate() {
+            match piece.split_once('=') {
+                Some((k, v)) if valid_env_name(k) => pairs.push((k.to_string(), v.to_string())),
+                _ if i > 0 => {
+                    let last = pairs.last_mut().expect("a first piece was pushed");
+                    last.1.push(',');
+                    last.1.push_str(piece);
+                }
+                Some((k, _)) => {
+                    return Err(invalid("--hook-env", value, format!("'{k}' is not a valid variable name")));
+                }
+                None => return Err(invalid("--hook-env", value, "expected K=V[,K=V...]")),
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub fn log_level(value: &str) -> Result<LogLevel, ConfigError> {
+    match value.to_ascii_uppercase().as_str() {
+        "TRACE" => Ok(LogLevel::Trace),
+        "DEBUG" => Ok(LogLevel::Debug),
+        "INFO" => Ok(LogLevel::Info),
+        "WARNING" | "WARN" => Ok(LogLevel::Warning),
+        "ERROR" => Ok(LogLevel::Error),
+        _ => Err(invalid("--log-level", value, "expected DEBUG, INFO, WARNING, ERROR or TRACE")),
+    }
+}
+
+fn log_config(args: &RunArgs, cwd: &Path) -> Result<LogConfig, ConfigError> {
+    let format = match args.log_format.to_ascii_lowercase().as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => return Err(invalid("--log-format", &args.log_format, "expected text or json")),
+    };
+    if args.reset_log && args.log_file.is_none() {
+        return Err(invalid("--reset-log", "true", "needs a log file (-l PATH)"));
+    }
+    Ok(LogConfig {
+        file: args.log_file.as_ref().map(|p| cwd.join(p)),
+        level: log_level(&args.log_level)?,
+        format,
+        reset: args.reset_log,
+        events: args.log_events,
+    })
+}
+
+fn prefix(filter: crate::cli::FilterArgs) -> Result<flatten::Options, ConfigError> {
+    if !valid_env_name(&filter.prefix) {
+        return Err(invalid("--prefix", &filter.prefix, "must be a valid variable name"));
+    }
+    Ok(flatten::Options {
+        prefix: filter.prefix,
+        filter_spec: filter.filter_spec,
+        filter_status: filter.filter_status,
+    })
+}
+
+fn workers(value: Option<usize>) -> Result<usize, ConfigError> {
+    match value {
+        Some(0) => Err(invalid("--workers", "0", "must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+/// Finalizer names are qualified (`example.com/cleanup`), as Kubernetes asks.
+fn finalizer(name: String) -> Result<String, ConfigError> {
+    let ok = name.split_once('/').is_some_and(|(domain, rest)| {
+        domain.contains('.') && !rest.is_empty() && name.len() <= 253
+    }) && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c));
+    if ok { Ok(name) } else { Err(invalid("--finalizer", &name, "expected a qualified name such as example.com/cleanup")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(v: &[&str]) -> Vec<(String, String)> {
+        hook_env(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn kv(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn hook_env_splits_every_pair() {
+        assert_eq!(pairs(&["A=1,B=2,C=3"]), vec![kv("A", "1"), kv("B", "2"), kv("C", "3")]);
+    }
+
+    #[test]
+    fn hook_env_keeps_commas_inside_a_value() {
+        assert_eq!(pairs(&["LIST=a,b,C=1"]), vec![kv("LIST", "a,b"), kv("C", "1")]);
+    }
+
+    #[test]
+    fn hook_env_value_may_contain_equals_and_be_empty() {
+        assert_eq!(pairs(&["A=x=y", "B="]), vec![kv("A", "x=y"), kv("B", "")]);
+    }
+
+    #[test]
+    fn hook_env_rejects_a_bad_name() {
+        let err = hook_env(&["1A=x".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("--hook-env") && err.contains("'1A'"), "{err}");
+    }
+
+    #[test]
+    fn hook_env_rejects_a_value_without_a_name() {
+        assert!(hook_env(&["novalue".to_string()]).is_err());
+    }
+
+    #[test]
+    fn log_level_takes_any_case_and_warn() {
+        assert_eq!(log_level("debug").unwrap(), LogLevel::Debug);
+        assert_eq!(log_level("Warn").unwrap(), LogLevel::Warning);
+        assert_eq!(log_level("WARNING").unwrap(), LogLevel::Warning);
+        assert_eq!(log_level("trace").unwrap(), LogLevel::Trace);
+        assert!(log_level("loud").unwrap_err().to_string().contains("--log-level"));
+    }
+
+    #[test]
+    fn hook_log_levels_match_operator_sh() {
+        assert_eq!(LogLevel::Debug.hook_value(), 0);
+        assert_eq!(LogLevel::Error.hook_value(), 3);
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(duration("--resync", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("--resync", "2m").unwrap(), Duration::from_secs(120));
+        let err = duration("--resync", "soon").unwrap_err().to_string();
+        assert!(err.contains("--resync") && err.contains("'soon'"), "{err}");
+    }
+
+    #[test]
+    fn zero_resync_is_refused() {
+        assert!(positive_duration("--resync", "0s").is_err());
+    }
+
+    #[test]
+    fn finalizer_must_be_qualified() {
+        assert!(finalizer("example.com/cleanup".into()).is_ok());
+        assert!(finalizer("cleanup".into()).is_err());
+        assert!(finalizer("a.b/c d".into()).is_err());
+    }
+
+    #[test]
+    fn missing_hooks_dir_is_named() {
+        let err = hooks_dir(Path::new("/no/such/dir")).unwrap_err().to_string();
+        assert!(err.contains("/no/such/dir"), "{err}");
+    }
+
+    #[test]
+    fn scope_follows_flags() {
+        assert_eq!(scope(None, false), Scope::ContextDefault);
+        assert_eq!(scope(Some("x".into()), false), Scope::Namespace("x".into()));
+        assert_eq!(scope(None, true), Scope::All);
+    }
+}

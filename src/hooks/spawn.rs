@@ -1,0 +1,196 @@
+//! The only place that starts processes: runs a HookCommand in its own process group,
+//! logs its output line by line, and ends it on timeout or shutdown.
+
+use super::env::HookCommand;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+/// How a hook run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Succeeded,
+    Failed(i32),
+    Killed(i32),
+    TimedOut,
+    /// The runner is shutting down and the hook was ended after the grace period.
+    Interrupted,
+    NotStarted(std::io::Error),
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Succeeded => "succeeded".into(),
+            Outcome::Failed(code) => format!("exited with status {code}"),
+            Outcome::Killed(sig) => format!("was killed by signal {sig}"),
+            Outcome::TimedOut => "timed out".into(),
+            Outcome::Interrupted => "was interrupted by shutdown".into(),
+            Outcome::NotStarted(e) => format!("could not be started: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+/// Runs the hook; `label` tags its output lines (`added ns/name`).
+pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &CancellationToken) -> Outcome {
+    let mut child = match start(cmd) {
+        Ok(child) => child,
+        Err(e) => return Outcome::NotStarted(e),
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let out = tokio::spawn(forward(child.stdout.take(), label.to_string()));
+    let err = tokio::spawn(forward(child.stderr.take(), label.to_string()));
+    let outcome = supervise(&mut child, pgid, limits, stop).await;
+    // Output written just before exit is still in the pipes; a background process that
+    // keeps them open must not hold the runner, hence the bound.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = out.await;
+        let _ = err.await;
+    })
+    .await;
+    outcome
+}
+
+fn start(cmd: &HookCommand) -> std::io::Result<Child> {
+    Command::new(&cmd.program)
+        .env_clear()
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+async fn supervise(child: &mut Child, pgid: Option<Pid>, limits: Limits, stop: &CancellationToken) -> Outcome {
+    tokio::select! {
+        status = child.wait() => return status_outcome(status),
+        _ = tokio::time::sleep(limits.timeout) => {}
+        _ = stop.cancelled() => {
+            if let Ok(Ok(status)) = tokio::time::timeout(limits.grace, child.wait()).await {
+                return status_outcome(Ok(status));
+            }
+            end_group(child, pgid, limits.grace).await;
+            return Outcome::Interrupted;
+        }
+    }
+    end_group(child, pgid, limits.grace).await;
+    Outcome::TimedOut
+}
+
+/// SIGTERM to the whole group, SIGKILL after the grace period.
+async fn end_group(child: &mut Child, pgid: Option<Pid>, grace: Duration) {
+    let Some(pgid) = pgid else { return };
+    let _ = killpg(pgid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    // Children of the hook that ignored SIGTERM go too.
+    let _ = killpg(pgid, Signal::SIGKILL);
+}
+
+fn status_outcome(status: std::io::Result<ExitStatus>) -> Outcome {
+    match status {
+        Ok(s) if s.success() => Outcome::Succeeded,
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Outcome::Failed(code),
+            (None, Some(sig)) => Outcome::Killed(sig),
+            (None, None) => Outcome::Failed(-1),
+        },
+        Err(e) => Outcome::NotStarted(e),
+    }
+}
+
+/// Logs every line, whole; lines hooks/lib/log.sh formatted keep their level.
+async fn forward<R: AsyncRead + Unpin>(pipe: Option<R>, label: String) {
+    let Some(pipe) = pipe else { return };
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                log_line(&label, line.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}
+
+fn log_line(label: &str, line: &str) {
+    use tracing::Level;
+    match crate::log::parse_hook_line(line) {
+        Some((Level::ERROR, msg)) => tracing::error!("[{label}] {msg}"),
+        Some((Level::WARN, msg)) => tracing::warn!("[{label}] {msg}"),
+        Some((Level::DEBUG, msg)) => tracing::debug!("[{label}] {msg}"),
+        Some((Level::TRACE, msg)) => tracing::trace!("[{label}] {msg}"),
+        Some((_, msg)) => tracing::info!("[{label}] {msg}"),
+        None => tracing::info!("[{label}] {line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(body: &str) -> (tempfile::TempDir, HookCommand) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hook");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = vec![("PATH".into(), std::env::var_os("PATH").unwrap())];
+        (dir, HookCommand { program: path, env, dropped: vec![] })
+    }
+
+    fn limits(ms: u64) -> Limits {
+        Limits { timeout: Duration::from_millis(ms), grace: Duration::from_millis(200) }
+    }
+
+    #[tokio::test]
+    async fn exit_status_is_reported() {
+        let (_d, cmd) = script("exit 3");
+        assert!(matches!(run(&cmd, "t", limits(5000), &CancellationToken::new()).await, Outcome::Failed(3)));
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_and_its_children_are_ended_at_the_timeout() {
+        let (d, cmd) = script("sleep 30 & echo $! > \"$0.child\"; wait");
+        let started = std::time::Instant::now();
+        assert!(matches!(run(&cmd, "t", limits(300), &CancellationToken::new()).await, Outcome::TimedOut));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let child: i32 = std::fs::read_to_string(d.path().join("hook.child")).unwrap().trim().parse().unwrap();
+        // Gone, or a zombie waiting for init to reap it: either way no longer running.
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+        assert!(matches!(state, None | Some("Z") | Some("X")), "the hook's child survived: {stat}");
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_a_hook_finish_within_the_grace_period() {
+        let (_d, cmd) = script("sleep 0.1; exit 0");
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(matches!(run(&cmd, "t", limits(5000), &stop).await, Outcome::Succeeded));
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_not_started() {
+        let cmd = HookCommand { program: "/no/such/hook".into(), env: vec![], dropped: vec![] };
+        assert!(matches!(run(&cmd, "t", limits(1000), &CancellationToken::new()).await, Outcome::NotStarted(_)));
+    }
+}

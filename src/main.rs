@@ -1,0 +1,112 @@
+//! `operator`: watch one kind of Kubernetes object and run a shell hook for every event.
+
+mod cli;
+mod config;
+mod deliver;
+mod flatten;
+mod hooks;
+mod log;
+mod queue;
+mod report;
+mod resolve;
+mod run;
+mod watch;
+
+use clap::Parser;
+use std::io::Read;
+use std::process::ExitCode;
+
+/// Every way the program can end, and its exit status, in one place.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Log(#[from] log::LogError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error("cannot read an event from stdin")]
+    Stdin(#[source] std::io::Error),
+    #[error("the event on stdin is not JSON")]
+    EventJson(#[source] serde_json::Error),
+    #[error(transparent)]
+    Flatten(#[from] flatten::FlattenError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl Error {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        Some(cli::Command::Flatten(args)) => flatten_stdin(args),
+        None => config::Config::from_args(cli.run).map_err(Error::from).and_then(start),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            if e.exit_code() == 2 {
+                eprintln!("\nFor more information, try '--help'.");
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs, then runs; the log guard lives until the runtime is done, so nothing is lost.
+fn start(cfg: config::Config) -> Result<(), Error> {
+    let guard = log::init(&cfg.log)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
+    let result = runtime.block_on(run::run(cfg)).map_err(Error::from);
+    if let Err(e) = &result {
+        tracing::error!("{}", chain(e));
+    }
+    drop(runtime);
+    drop(guard);
+    result
+}
+
+fn flatten_stdin(args: cli::FlattenArgs) -> Result<(), Error> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(Error::Stdin)?;
+    let event: serde_json::Value = serde_json::from_str(&text).map_err(Error::EventJson)?;
+    let opts = flatten::Options {
+        prefix: args.filter.prefix,
+        filter_spec: args.filter.filter_spec,
+        filter_status: args.filter.filter_status,
+    };
+    let flat = flatten::flatten(&event, &opts)?;
+    for r in &flat.rejected {
+        eprintln!("left out {}: {}", r.name, r.reason);
+    }
+    let mut out = String::new();
+    for (name, value) in flat.vars {
+        out.push_str(&format!("{name}={value}\n"));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// The error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,196 @@
+//! Wires the parts together: client, type resolution, watch, queue, hooks; handles signals.
+
+use crate::config::{Config, Scope};
+use crate::deliver::Deliverer;
+use crate::hooks::HookDir;
+use crate::hooks::env::Settings;
+use crate::hooks::spawn::Limits;
+use crate::report::Reporter;
+use crate::resolve::{self, Resolved};
+use crate::watch::{Tracker, Watch};
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot read kubeconfig")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    #[error("cannot find a Kubernetes configuration (no -k, no $KUBECONFIG, no ~/.kube/config, not in a cluster)")]
+    InferConfig(#[source] kube::config::InferConfigError),
+    #[error("cannot create the Kubernetes client")]
+    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Resolve(#[from] resolve::ResolveError),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
+    #[error("cannot create the directory for event files")]
+    EventDir(#[source] std::io::Error),
+    #[error("cannot listen for signals")]
+    Signals(#[source] std::io::Error),
+    #[error("{0} is not available yet")]
+    NotYet(&'static str),
+}
+
+/// How long a watch may stay silent before it is restarted (the server sends
+/// bookmarks well within it).
+const WATCH_TIMEOUT_SECS: u32 = 120;
+
+pub async fn run(cfg: Config) -> Result<(), RunError> {
+    if cfg.queue.is_some() {
+        return Err(RunError::NotYet("-q/--queue"));
+    }
+    if cfg.finalizer.is_some() {
+        return Err(RunError::NotYet("--finalizer"));
+    }
+    let (client, default_ns) = client(&cfg).await?;
+    let resolved = resolve::resolve(&client, &cfg.object).await?;
+    let watch = Watch {
+        api: api(client.clone(), &resolved, &cfg.scope, &default_ns),
+        resource: resolved.resource.clone(),
+        config: watcher_config(&cfg),
+        resync: cfg.resync,
+        log_events: cfg.log.events,
+    };
+    watch.check().await?;
+    tracing::info!("watching {} ({}) with hooks from {}", resolved.resource.plural, scope_text(&cfg, &resolved, &default_ns), cfg.hooks_dir.display());
+    let stop = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(stop.clone()));
+    let event_dir = EventDir::create()?;
+    let deliverer = Arc::new(deliverer(&cfg, client, event_dir.0.clone(), stop.clone()));
+    let (tx, rx) = mpsc::channel(1024);
+    let handle = move |ev: crate::watch::ObjectEvent| {
+        let d = deliverer.clone();
+        async move {
+            d.deliver(&ev).await;
+        }
+    };
+    let dispatcher = tokio::spawn(crate::queue::dispatch(rx, cfg.workers, handle, stop.clone()));
+    let watched = watch.run(Tracker::new(cfg.changes_only), tx, stop.clone()).await;
+    stop.cancel();
+    let _ = dispatcher.await;
+    signals.abort();
+    tracing::info!("stopped");
+    watched.map_err(RunError::from)
+}
+
+async fn client(cfg: &Config) -> Result<(Client, String), RunError> {
+    let opts = KubeConfigOptions { context: cfg.context.clone(), ..KubeConfigOptions::default() };
+    let mut kc = match &cfg.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(RunError::Kubeconfig)?;
+            kube::Config::from_custom_kubeconfig(file, &opts).await.map_err(RunError::Kubeconfig)?
+        }
+        None if cfg.context.is_some() => kube::Config::from_kubeconfig(&opts).await.map_err(RunError::Kubeconfig)?,
+        None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
+    };
+    kc.read_timeout = Some(Duration::from_secs(u64::from(WATCH_TIMEOUT_SECS) + 30));
+    let ns = kc.default_namespace.clone();
+    Ok((Client::try_from(kc).map_err(RunError::Client)?, ns))
+}
+
+fn api(client: Client, r: &Resolved, scope: &Scope, default_ns: &str) -> Api<DynamicObject> {
+    match scope {
+        _ if !r.namespaced => Api::all_with(client, &r.resource),
+        Scope::All => Api::all_with(client, &r.resource),
+        Scope::Namespace(ns) => Api::namespaced_with(client, ns, &r.resource),
+        Scope::ContextDefault => Api::namespaced_with(client, default_ns, &r.resource),
+    }
+}
+
+fn scope_text(cfg: &Config, r: &Resolved, default_ns: &str) -> String {
+    match &cfg.scope {
+        _ if !r.namespaced => "cluster-scoped".into(),
+        Scope::All => "all namespaces".into(),
+        Scope::Namespace(ns) => format!("namespace {ns}"),
+        Scope::ContextDefault => format!("namespace {default_ns}"),
+    }
+}
+
+fn watcher_config(cfg: &Config) -> watcher::Config {
+    let mut wc = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+    if let Some(l) = &cfg.label_selector {
+        wc = wc.labels(l);
+    }
+    if let Some(f) = &cfg.field_selector {
+        wc = wc.fields(f);
+    }
+    wc
+}
+
+fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
+    let prefix = format!("{}_", cfg.flatten.prefix);
+    let inherited: Vec<(OsString, OsString)> =
+        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix)).collect();
+    let settings = Settings {
+        inherited,
+        log_file: cfg.log.file.clone(),
+        log_level: cfg.log.level.hook_value(),
+        kubeconfig: cfg.kubeconfig.clone(),
+        hook_env: cfg.hook_env.clone(),
+        arg_max: arg_max(),
+    };
+    let limits = Limits { timeout: cfg.hook_timeout, grace: cfg.grace_period };
+    Deliverer::new(
+        HookDir::new(&cfg.hooks_dir),
+        settings,
+        cfg.flatten.clone(),
+        cfg.retry,
+        limits,
+        event_dir,
+        stop,
+        Some(Reporter::new(client)),
+    )
+}
+
+fn arg_max() -> usize {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX) {
+        Ok(Some(n)) if n > 0 => n as usize,
+        _ => 128 * 1024,
+    }
+}
+
+/// A private directory (0700) for event files, removed on exit.
+struct EventDir(PathBuf);
+
+impl EventDir {
+    fn create() -> Result<EventDir, RunError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        for n in 0..100u32 {
+            let dir = base.join(format!("operator-{}-{n}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => return Ok(EventDir(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(RunError::EventDir(e)),
+            }
+        }
+        Err(RunError::EventDir(std::io::Error::other("no free name")))
+    }
+}
+
+impl Drop for EventDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{name} received: stopping (running hooks get the grace period)");
+    stop.cancel();
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! Watches the resource with kube-runtime's watcher and turns its stream into ADDED/MODIFIED/DELETED/SYNC events.
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, TypeMeta};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the API server refused to list {resource}: {message}")]
+    ListRefused { resource: String, message: String },
+    #[error("the event queue closed")]
+    QueueClosed,
+}
+
+/// What happened to an object; also the hook's name (lower case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    Sync,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Sync => "SYNC",
+        }
+    }
+
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            EventType::Added => "added",
+            EventType::Modified => "modified",
+            EventType::Deleted => "deleted",
+            EventType::Sync => "sync",
+        }
+    }
+}
+
+/// One event for one object: its key (`namespace/name`) and its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEvent {
+    pub kind: EventType,
+    pub key: Arc<str>,
+    pub object: Arc<str>,
+}
+
+/// The identity and last JSON of an object, as the tracker needs them.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub key: Arc<str>,
+    pub uid: Box<str>,
+    pub version: Box<str>,
+    pub object: Arc<str>,
+}
+
+struct Known {
+    uid: Box<str>,
+    version: Box<str>,
+    object: Arc<str>,
+}
+
+/// Remembers each object's last version so that re-lists give exactly the changes
+/// of the gap: MODIFIED for changed objects, DELETED for vanished ones, nothing else.
+#[derive(Default)]
+pub struct Tracker {
+    known: HashMap<Arc<str>, Known>,
+    relisted: Option<HashSet<Arc<str>>>,
+    listed_once: bool,
+    changes_only: bool,
+}
+
+impl Tracker {
+    pub fn new(changes_only: bool) -> Self {
+        Tracker { changes_only, ..Tracker::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// A (re-)list starts.
+    pub fn init(&mut self) {
+        self.relisted = Some(HashSet::new());
+    }
+
+    /// An object from a list or a watch.
+    pub fn apply(&mut self, seen: Seen) -> Vec<ObjectEvent> {
+        if let Some(listed) = self.relisted.as_mut() {
+            listed.insert(seen.key.clone());
+        }
+        let silent = self.changes_only && !self.listed_once && self.relisted.is_some();
+        let mut out = Vec::new();
+        let kind = match self.known.get(&seen.key) {
+            Some(k) if k.uid != seen.uid => {
+                out.push(event(EventType::Deleted, &seen.key, &k.object));
+                EventType::Added
+            }
+            Some(k) if k.version == seen.version => return out,
+            Some(_) => EventType::Modified,
+            None => EventType::Added,
+        };
+        if !silent {
+            out.push(event(kind, &seen.key, &seen.object));
+        }
+        self.known.insert(seen.key, Known { uid: seen.uid, version: seen.version, object: seen.object });
+        out
+    }
+
+    /// The list is complete: whatever it did not contain is gone.
+    pub fn init_done(&mut self) -> Vec<ObjectEvent> {
+        self.listed_once = true;
+        let Some(listed) = self.relisted.take() else { return Vec::new() };
+        let mut gone: Vec<Arc<str>> = self.known.keys().filter(|k| !listed.contains(*k)).cloned().collect();
+        gone.sort();
+        gone.into_iter()
+            .filter_map(|key| self.known.remove(&key).map(|k| event(EventType::Deleted, &key, &k.object)))
+            .collect()
+    }
+
+    /// An object was deleted; its final state is what the hook gets.
+    pub fn delete(&mut self, seen: Seen) -> Vec<ObjectEvent> {
+        match self.known.remove(&seen.key) {
+            Some(_) => vec![event(EventType::Deleted, &seen.key, &seen.object)],
+            None => Vec::new(),
+        }
+    }
+
+    /// Every known object again, for --resync.
+    pub fn sync(&self) -> Vec<ObjectEvent> {
+        let mut out: Vec<_> = self.known.iter().map(|(key, k)| event(EventType::Sync, key, &k.object)).collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
+
+fn event(kind: EventType, key: &Arc<str>, object: &Arc<str>) -> ObjectEvent {
+    ObjectEvent { kind, key: key.clone(), object: object.clone() }
+}
+
+/// Lists return items without apiVersion and kind; hooks expect them.
+pub fn seen(mut obj: DynamicObject, resource: &ApiResource) -> Seen {
+    if obj.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
+        obj.types = Some(TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
+    }
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let key: Arc<str> = match &obj.metadata.namespace {
+        Some(ns) => format!("{ns}/{name}").into(),
+        None => name.into(),
+    };
+    let object: Arc<str> = serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()).into();
+    Seen {
+        key,
+        uid: obj.metadata.uid.unwrap_or_default().into(),
+        version: obj.metadata.resource_version.unwrap_or_default().into(),
+        object,
+    }
+}
+
+/// Everything the watch loop needs.
+pub struct Watch {
+    pub api: Api<DynamicObject>,
+    pub resource: ApiResource,
+    pub config: watcher::Config,
+    pub resync: Option<Duration>,
+    pub log_events: bool,
+}
+
+impl Watch {
+    /// Fails fast on what retrying cannot fix: a bad selector, missing permissions.
+    pub async fn check(&self) -> Result<(), WatchError> {
+        let mut lp = ListParams::default().limit(1);
+        lp.label_selector = self.config.label_selector.clone();
+        lp.field_selector = self.config.field_selector.clone();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.api.list_metadata(&lp).await {
+                Ok(_) => return Ok(()),
+                Err(e) if crate::resolve::is_connection_error(&e) => {
+                    tracing::warn!("cannot list {}: {e}; retrying in {delay:?}", self.resource.plural);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    return Err(WatchError::ListRefused { resource: self.resource.plural.clone(), message: e.to_string() });
+                }
+            }
+        }
+    }
+
+    /// Runs until cancelled, sending every event to `tx` in order.
+    pub async fn run(self, mut tracker: Tracker, tx: mpsc::Sender<ObjectEvent>, cancel: CancellationToken) -> Result<(), WatchError> {
+        let stream = watcher(self.api.clone(), self.config.clone()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        let period = self.resync.unwrap_or(Duration::from_secs(3600 * 24 * 365));
+        let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut outage = false;
+        loop {
+            let events = tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = resync.tick(), if self.resync.is_some() => tracker.sync(),
+                item = stream.next() => match item {
+                    None => return Ok(()),
+                    Some(Err(e)) => { report_outage(&mut outage, &e); continue }
+                    Some(Ok(ev)) => { report_recovery(&mut outage); self.on_event(&mut tracker, ev) }
+                },
+            };
+            for ev in events {
+                tx.send(ev).await.map_err(|_| WatchError::QueueClosed)?;
+            }
+        }
+    }
+
+    fn on_event(&self, tracker: &mut Tracker, ev: watcher::Event<DynamicObject>) -> Vec<ObjectEvent> {
+        match ev {
+            watcher::Event::Init => {
+                tracing::debug!("listing {}", self.resource.plural);
+                tracker.init();
+                Vec::new()
+            }
+            watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
+                self.log_raw("APPLY", &obj);
+                tracker.apply(seen(obj, &self.resource))
+            }
+            watcher::Event::Delete(obj) => {
+                self.log_raw("DELETE", &obj);
+                tracker.delete(seen(obj, &self.resource))
+            }
+            watcher::Event::InitDone => {
+                let out = tracker.init_done();
+                tracing::debug!("watching {} {} ({} known)", tracker.len(), self.resource.plural, tracker.len());
+                out
+            }
+        }
+    }
+
+    fn log_raw(&self, what: &str, obj: &DynamicObject) {
+        if self.log_events {
+            let json = serde_json::to_string(obj).unwrap_or_default();
+            tracing::info!("event {what} {}: {json}", obj.metadata.name.as_deref().unwrap_or(""));
+        }
+    }
+}
+
+fn report_outage(outage: &mut bool, e: &watcher::Error) {
+    if !*outage {
+        tracing::warn!("watch interrupted: {e}; reconnecting with backoff");
+        *outage = true;
+    } else {
+        tracing::debug!("watch still failing: {e}");
+    }
+}
+
+fn report_recovery(outage: &mut bool) {
+    if std::mem::take(outage) {
+        tracing::info!("watch recovered");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(name: &str, uid: &str, version: &str) -> Seen {
+        Seen {
+            key: format!("ns/{name}").into(),
+            uid: uid.into(),
+            version: version.into(),
+            object: format!("{{\"name\":\"{name}\",\"v\":\"{version}\"}}").into(),
+        }
+    }
+
+    fn kinds(events: &[ObjectEvent]) -> Vec<(EventType, &str)> {
+        events.iter().map(|e| (e.kind, &*e.key)).collect()
+    }
+
+    fn listed(t: &mut Tracker, objs: Vec<Seen>) -> Vec<ObjectEvent> {
+        t.init();
+        let mut out: Vec<_> = objs.into_iter().flat_map(|o| t.apply(o)).collect();
+        out.extend(t.init_done());
+        out
+    }
+
+    #[test]
+    fn existing_objects_are_added_at_start() {
+        let mut t = Tracker::new(false);
+        let out = listed(&mut t, vec![obj("a", "1", "10"), obj("b", "2", "11")]);
+        assert_eq!(kinds(&out), vec![(EventType::Added, "ns/a"), (EventType::Added, "ns/b")]);
+    }
+
+    #[test]
+    fn changes_only_skips_existing_objects_but_not_new_ones() {
+        let mut t = Tracker::new(true);
+        assert!(listed(&mut t, vec![obj("a", "1", "10")]).is_empty());
+        assert_eq!(kinds(&t.apply(obj("a", "1", "12"))), vec![(EventType::Modified, "ns/a")]);
+        assert_eq!(kinds(&t.apply(obj("b", "2", "13"))), vec![(EventType::Added, "ns/b")]);
+    }
+
+    #[test]
+    fn relist_gives_only_the_changes_of_the_gap() {
+        let mut t = Tracker::new(false);
+        listed(&mut t, vec![obj("same", "1", "10"), obj("changed", "2", "11"), obj("gone", "3", "12")]);
+        let out = listed(&mut t, vec![obj("same", "1", "10"), obj("changed", "2", "20"), obj("new", "4", "21")]);
+        assert_eq!(
+            kinds(&out),
+            vec![(EventType::Modified, "ns/changed"), (EventType::Added, "ns/new"), (EventType::Deleted, "ns/gone")]
+        );
+    }
+
+    #[test]
+    fn a_vanished_object_is_deleted_with_its_last_state() {
+        let mut t = Tracker::new(false);
+        listed(&mut t, vec![obj("gone", "3", "12")]);
+        let out = listed(&mut t, vec![]);
+        assert_eq!(&*out[0].object, "{\"name\":\"gone\",\"v\":\"12\"}");
+    }
+
+    #[test]
+    fn recreated_object_is_deleted_then_added() {
+        let mut t = Tracker::new(false);
+        listed(&mut t, vec![obj("a", "1", "10")]);
+        let out = listed(&mut t, vec![obj("a", "9", "30")]);
+        assert_eq!(kinds(&out), vec![(EventType::Deleted, "ns/a"), (EventType::Added, "ns/a")]);
+    }
+
+    #[test]
+    fn repeated_version_gives_nothing() {
+        let mut t = Tracker::new(false);
+        t.apply(obj("a", "1", "10"));
+        assert!(t.apply(obj("a", "1", "10")).is_empty());
+    }
+
+    #[test]
+    fn delete_of_an_unknown_object_gives_nothing_and_a_known_one_deleted_once() {
+        let mut t = Tracker::new(false);
+        assert!(t.delete(obj("x", "1", "1")).is_empty());
+        t.apply(obj("a", "1", "10"));
+        assert_eq!(kinds(&t.delete(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
+        assert!(t.delete(obj("a", "1", "11")).is_empty());
+    }
+
+    #[test]
+    fn sync_lists_every_known_object() {
+        let mut t = Tracker::new(false);
+        listed(&mut t, vec![obj("b", "2", "1"), obj("a", "1", "1")]);
+        assert_eq!(kinds(&t.sync()), vec![(EventType::Sync, "ns/a"), (EventType::Sync, "ns/b")]);
+    }
+}

@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# hooks/evc: EphemeralVolumeClaims on the local control plane, with short periods
+# (the runner re-delivers every claim each second with --resync 1s). Each test
+# fails when the behaviour it names is broken; deadlines are checked both ways
+# (not too early, not too late).
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+# shellcheck source=../cluster/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
+cluster_up
+
+kubectl apply -f "$REPO_ROOT/hooks/evc/crd.yaml" >/dev/null
+kubectl wait --for=condition=Established crd/ephemeralvolumeclaims.zalando.org --timeout=30s >/dev/null
+
+# Seconds a deletion may come after its deadline: resync, hook run, our polling.
+SLACK=5
+
+# start_evc_operator NAME NS: the hooks with short default periods.
+start_evc_operator() {
+  operator_start "$1" -o evc -n "$2" -h "$REPO_ROOT/hooks/evc" --resync 1s \
+    -E EXPIRY_PERIOD=6,GRACE_PERIOD=5,COUNTDOWN_INTERVAL=2
+}
+
+# evc_apply NS NAME SPEC_JSON [LABELS_JSON]
+evc_apply() {
+  jq -n --arg name "$2" --argjson spec "$3" --argjson labels "${4:-{\}}" \
+    '{apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim",
+      metadata: {name: $name, labels: $labels}, spec: $spec}' |
+    kubectl -n "$1" apply -f - >/dev/null
+}
+
+# pod_apply NS NAME CLAIM [keep]: a run-to-completion pod mounting CLAIM; with
+# "keep" the simulator keeps it Running.
+pod_apply() {
+  jq -n --arg name "$2" --arg claim "$3" --arg keep "${4:-}" \
+    '{apiVersion: "v1", kind: "Pod",
+      metadata: {name: $name, labels: {application: "evc-demo"},
+                 annotations: (if $keep == "keep" then {"sim.operator-rs/keep-running": "true"}
+                               else {} end)},
+      spec: {restartPolicy: "Never",
+             volumes: [{name: "data", persistentVolumeClaim: {claimName: $claim}}],
+             containers: [{name: "main", image: "busybox", command: ["sh", "-c", "true"],
+                           volumeMounts: [{name: "data", mountPath: "/data"}]}]}}' |
+    kubectl -n "$1" apply -f - >/dev/null
+}
+
+evc_json() { kubectl -n "$1" get evc "$2" -o json; }
+evc_field() { kubectl -n "$1" get evc "$2" -o "jsonpath=$3"; }
+phase_is() { [[ $(evc_field "$1" "$2" '{.status.phase}' 2>/dev/null) == "$3" ]]; }
+evc_gone() { [[ -z $(kubectl -n "$1" get evc "$2" -o name --ignore-not-found) ]]; }
+pvc_exists() { [[ -n $(kubectl -n "$1" get pvc "$2" -o name --ignore-not-found) ]]; }
+
+# The PVC is gone or its deletion was requested (a pod still naming it may hold
+# it in Terminating through the kubernetes.io/pvc-protection finalizer).
+pvc_deleted() {
+  local pvc
+  pvc=$(kubectl -n "$1" get pvc "$2" -o json --ignore-not-found)
+  [[ -z $pvc ]] || jq -e '.metadata.deletionTimestamp != null' <<<"$pvc" >/dev/null
+}
+
+epoch() { date -u -d "$1" +%s; }
+created_at() { epoch "$(evc_field "$1" "$2" '{.metadata.creationTimestamp}')"; }
+
+# finished_at NS POD: when the pod's container finished.
+finished_at() {
+  epoch "$(kubectl -n "$1" get pod "$2" \
+    -o 'jsonpath={.status.containerStatuses[0].state.terminated.finishedAt}')"
+}
+
+# deleted_on_time NS NAME DEADLINE: waits for the claim to go; it must not be
+# gone before DEADLINE (1 s for timestamps' truncation) nor long after it.
+deleted_on_time() {
+  local ns=$1 name=$2 deadline=$3 now
+  while ! evc_gone "$ns" "$name"; do
+    now=$(date +%s)
+    ((now <= deadline + SLACK)) || fail "$name still there $((now - deadline))s after its deadline"
+    sleep 0.2
+  done
+  now=$(date +%s)
+  ((now >= deadline - 1)) || fail "$name deleted $((deadline - now))s before its deadline"
+}
+
+# warning_events NS NAME REASON: how many Warning Events with REASON name the claim (by uid).
+warning_events() {
+  local uid
+  uid=$(evc_field "$1" "$2" '{.metadata.uid}')
+  kubectl -n "$1" get events -o json |
+    jq --arg uid "$uid" --arg reason "$3" '[.items[] | select(.type == "Warning"
+      and .reason == $reason and .involvedObject.uid == $uid
+      and .involvedObject.kind == "EphemeralVolumeClaim"
+      and .involvedObject.apiVersion == "zalando.org/v1")] | length'
+}
+
+pvc_labels() { kubectl -n "$1" get pvc "$2" -o json | jq -c '.metadata.labels // {}'; }
+labels_are() { [[ $(pvc_labels "$1" "$2") == "$3" ]]; }
+events_are() { [[ $(warning_events "$1" "$2" "$3") == "$4" ]]; }
+
+test_expiry_without_pods() {
+  local ns deadline owner
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns" "$ns"
+  evc_apply "$ns" unused '{"size": "1Gi"}'
+  deadline=$(( $(created_at "$ns" unused) + 6 ))
+  wait_until 10 pvc_exists "$ns" unused || fail "no PVC created"
+  owner=$(kubectl -n "$ns" get pvc unused -o json | jq -c '.metadata.ownerReferences')
+  jq -e --arg uid "$(evc_field "$ns" unused '{.metadata.uid}')" \
+    '. == [{apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim", name: "unused",
+            uid: $uid, controller: true, blockOwnerDeletion: true}]' <<<"$owner" >/dev/null \
+    || fail "the PVC is not owned by the claim: $owner"
+  [[ $(kubectl -n "$ns" get pvc unused -o 'jsonpath={.spec.resources.requests.storage}') == 1Gi ]] \
+    || fail "the PVC does not request 1Gi"
+  wait_until 5 phase_is "$ns" unused Pending || fail "phase never Pending"
+  wait_for_log "evc-$ns" "$ns/unused: Countdown to expiry: [0-9]+s left" 5 \
+    || fail "no expiry countdown logged"
+  deleted_on_time "$ns" unused "$deadline"
+  wait_for_log "evc-$ns" "$ns/unused: Countdown to expiry: reached! Deleting the EVC\\." 5 \
+    || fail "the expiry was not logged"
+  wait_until 10 pvc_deleted "$ns" unused || fail "the PVC was not deleted with the claim"
+}
+
+test_running_pod_keeps_claim_past_expiry() {
+  local ns deadline
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns" "$ns"
+  evc_apply "$ns" busy '{"size": "1Gi", "expiryPeriod": 4}'
+  deadline=$(( $(created_at "$ns" busy) + 4 ))
+  wait_until 5 phase_is "$ns" busy Pending || fail "phase never Pending"
+  pod_apply "$ns" worker busy keep
+  wait_until 10 phase_is "$ns" busy InUse || fail "phase never InUse with a running pod"
+  wait_for_log "evc-$ns" "$ns/busy: Countdown to expiry: cancelled" 5 \
+    || fail "the cancelled expiry countdown was not logged"
+  [[ -n $(evc_field "$ns" busy '{.status.lastUsed}') ]] || fail "status.lastUsed not recorded"
+  while (($(date +%s) < deadline + 3)); do sleep 0.5; done
+  phase_is "$ns" busy InUse || fail "the claim did not stay InUse past its expiry"
+  pvc_exists "$ns" busy || fail "the PVC of a claim in use went away"
+}
+
+test_grace_after_pod_finishes() {
+  local ns deadline
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns" "$ns"
+  evc_apply "$ns" job '{"size": "1Gi", "expiryPeriod": 120, "gracePeriod": 4}'
+  pod_apply "$ns" once job
+  wait_until 20 phase_is "$ns" job Released || fail "phase never Released after the pod finished"
+  deadline=$(( $(finished_at "$ns" once) + 4 ))
+  [[ $(epoch "$(evc_field "$ns" job '{.status.deadline}')") == "$deadline" ]] \
+    || fail "status.deadline is not the pod's finish + gracePeriod"
+  wait_for_log "evc-$ns" "$ns/job: Countdown to cleanup: [0-9]+s left" 5 \
+    || fail "no cleanup countdown logged"
+  deleted_on_time "$ns" job "$deadline"
+  wait_for_log "evc-$ns" "$ns/job: Countdown to cleanup: reached! Deleting the EVC\\." 5 \
+    || fail "the end of the grace period was not logged"
+  wait_until 10 pvc_deleted "$ns" job || fail "the PVC was not deleted with the claim"
+}
+
+test_second_pod_cancels_grace() {
+  local ns first_deadline
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns" "$ns"
+  evc_apply "$ns" shared '{"size": "1Gi", "expiryPeriod": 120, "gracePeriod": 5}'
+  pod_apply "$ns" first shared
+  wait_until 20 phase_is "$ns" shared Released || fail "phase never Released"
+  first_deadline=$(epoch "$(evc_field "$ns" shared '{.status.deadline}')")
+  pod_apply "$ns" second shared keep
+  wait_until 10 phase_is "$ns" shared InUse || fail "the second pod did not make it InUse"
+  wait_for_log "evc-$ns" "$ns/shared: Countdown to cleanup: cancelled" 5 \
+    || fail "the cancelled cleanup countdown was not logged"
+  while (($(date +%s) < first_deadline + 2)); do sleep 0.5; done
+  phase_is "$ns" shared InUse || fail "the claim did not stay InUse past the first grace period"
+  kubectl -n "$ns" delete pod second --wait=false >/dev/null
+  wait_until 10 phase_is "$ns" shared Released || fail "phase never Released after the second pod"
+  deleted_on_time "$ns" shared "$(epoch "$(evc_field "$ns" shared '{.status.deadline}')")"
+}
+
+test_restart_mid_countdown_deletes_on_time() {
+  local ns expiry_deadline grace_deadline
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns-a" "$ns"
+  evc_apply "$ns" idle '{"size": "1Gi", "expiryPeriod": 12}'
+  evc_apply "$ns" done '{"size": "1Gi", "expiryPeriod": 120, "gracePeriod": 9}'
+  expiry_deadline=$(( $(created_at "$ns" idle) + 12 ))
+  pod_apply "$ns" quick done
+  wait_for_log "evc-$ns-a" "$ns/idle: Countdown to expiry" 10 || fail "no expiry countdown"
+  wait_for_log "evc-$ns-a" "$ns/done: Countdown to cleanup" 20 || fail "no cleanup countdown"
+  grace_deadline=$(( $(finished_at "$ns" quick) + 9 ))
+  operator_stop "evc-$ns-a" || true
+  # Down long enough that counting afresh after the restart would be late.
+  sleep 7
+  start_evc_operator "evc-$ns-b" "$ns"
+  deleted_on_time "$ns" idle "$expiry_deadline"
+  deleted_on_time "$ns" done "$grace_deadline"
+  wait_for_log "evc-$ns-b" "$ns/idle: Countdown to expiry: reached!" 5 \
+    || fail "the restarted operator did not log the expiry"
+}
+
+test_missing_or_invalid_size() {
+  local ns out
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns" "$ns"
+  # The schema requires spec.size: the server refuses a claim without one.
+  if out=$(evc_apply "$ns" nosize '{}' 2>&1); then fail "a claim without spec.size was accepted"; fi
+  [[ $out == *spec.size* ]] || fail "the refusal does not name spec.size: $out"
+  # Its format is the hooks' to check: Failed, a message, a Warning Event, no PVC.
+  evc_apply "$ns" badsize '{"size": "lots"}'
+  wait_until 10 phase_is "$ns" badsize Failed || fail "phase never Failed with size 'lots'"
+  [[ $(evc_field "$ns" badsize '{.status.message}') == *size* ]] || fail "no message about the size"
+  sleep 3 # a few resyncs: still no PVC, still one Event
+  pvc_exists "$ns" badsize && fail "a PVC was created for an invalid size"
+  [[ $(warning_events "$ns" badsize InvalidSize) == 1 ]] \
+    || fail "expected one InvalidSize Warning Event, got $(warning_events "$ns" badsize InvalidSize)"
+}
+
+test_foreign_pvc_is_never_adopted() {
+  local ns before after
+  ns=$(new_namespace evc)
+  kubectl -n "$ns" apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: taken, labels: {owner: someone-else}}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+EOF
+  before=$(kubectl -n "$ns" get pvc taken -o json | jq -c '{metadata: (.metadata | {uid, labels,
+    annotations, ownerReferences}), spec: .spec.resources}')
+  start_evc_operator "evc-$ns" "$ns"
+  evc_apply "$ns" taken '{"size": "2Gi", "expiryPeriod": 2}' '{"app": "mine"}'
+  wait_until 10 phase_is "$ns" taken Failed || fail "phase never Failed on a name clash"
+  [[ $(evc_field "$ns" taken '{.status.message}') == *"not owned"* ]] || fail "no clash message"
+  [[ $(warning_events "$ns" taken NameConflict) == 1 ]] || fail "no NameConflict Warning Event"
+  sleep 4 # past the claim's expiry period
+  after=$(kubectl -n "$ns" get pvc taken -o json | jq -c '{metadata: (.metadata | {uid, labels,
+    annotations, ownerReferences}), spec: .spec.resources}')
+  [[ $after == "$before" ]] || fail "the foreign PVC was changed: $before -> $after"
+  kubectl -n "$ns" delete evc taken >/dev/null
+  wait_for_log "evc-$ns" "$ns/taken: Deleted; PVC $ns/taken is not its own, left alone" 10 \
+    || fail "the deleted hook did not leave the foreign PVC alone"
+  pvc_deleted "$ns" taken && fail "the foreign PVC was deleted"
+  return 0
+}
+
+test_labels_and_size_propagate() {
+  local ns want
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns" "$ns"
+  evc_apply "$ns" labelled '{"size": "1Gi", "expiryPeriod": 120}' '{"a": "1", "b": "2"}'
+  wait_until 10 pvc_exists "$ns" labelled || fail "no PVC created"
+  labels_are "$ns" labelled '{"a":"1","b":"2"}' || fail "labels not copied on creation"
+  kubectl -n "$ns" label pvc labelled own=kept >/dev/null
+  kubectl -n "$ns" label evc labelled a=9 b- c=3 --overwrite >/dev/null
+  want='{"a":"9","c":"3","own":"kept"}'
+  wait_until 10 labels_are "$ns" labelled "$want" \
+    || fail "PVC labels $(pvc_labels "$ns" labelled), want $want"
+  kubectl -n "$ns" patch evc labelled --type=merge -p '{"spec": {"size": "2Gi"}}' >/dev/null
+  # The 1.20 server refuses to grow an unbound claim: the claim says so.
+  wait_until 10 events_are "$ns" labelled ResizeRefused 1 \
+    || fail "no ResizeRefused Warning Event for 2Gi"
+  kubectl -n "$ns" patch evc labelled --type=merge -p '{"spec": {"size": "512Mi"}}' >/dev/null
+  wait_until 10 events_are "$ns" labelled ShrinkNotSupported 1 \
+    || fail "no ShrinkNotSupported Warning Event for 512Mi"
+}
+
+run_tests
