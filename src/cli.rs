@@ -69,7 +69,12 @@ pub struct RunArgs {
     pub hooks: PathBuf,
 
     /// Namespace to watch [default: the kubeconfig context's namespace]
-    #[arg(short = 'n', long, value_name = "NS", conflicts_with = "all_namespaces")]
+    #[arg(
+        short = 'n',
+        long,
+        value_name = "NS",
+        conflicts_with = "all_namespaces"
+    )]
     pub namespace: Option<String>,
 
     /// Watch every namespace
@@ -206,7 +211,9 @@ mod tests {
     #[test]
     fn flatten_subcommand_needs_no_object() {
         let cli = parse(&["flatten", "-s", "--prefix", "X"]).unwrap();
-        let Some(Command::Flatten(args)) = cli.command else { panic!("no subcommand") };
+        let Some(Command::Flatten(args)) = cli.command else {
+            panic!("no subcommand")
+        };
         assert!(args.filter.filter_spec);
         assert_eq!(args.filter.prefix, "X");
     }
@@ -220,9 +227,29 @@ mod tests {
     #[test]
     fn all_operator_sh_flags_parse() {
         let cli = parse(&[
-            "-o", "pods", "-h", "h", "-n", "ns", "-k", "kc", "--context", "c",
-            "--label-selector", "a=b", "-c", "-e", "-E", "K=V", "-l", "log", "-L", "debug",
-            "-R", "-s", "-S",
+            "-o",
+            "pods",
+            "-h",
+            "h",
+            "-n",
+            "ns",
+            "-k",
+            "kc",
+            "--context",
+            "c",
+            "--label-selector",
+            "a=b",
+            "-c",
+            "-e",
+            "-E",
+            "K=V",
+            "-l",
+            "log",
+            "-L",
+            "debug",
+            "-R",
+            "-s",
+            "-S",
         ])
         .unwrap();
         assert!(cli.run.changes_only && cli.run.log_events && cli.run.reset_log);

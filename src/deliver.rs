@@ -2,9 +2,9 @@
 
 use crate::config::RetryPolicy;
 use crate::flatten::{self, Flattened};
+use crate::hooks::HookDir;
 use crate::hooks::env::{self, Settings};
 use crate::hooks::spawn::{self, Limits, Outcome};
-use crate::hooks::HookDir;
 use crate::queue::Job;
 use crate::report::Reporter;
 use crate::watch::{EventType, ObjectEvent};
@@ -64,7 +64,17 @@ impl Deliverer {
         stop: CancellationToken,
         reporter: Option<Reporter>,
     ) -> Self {
-        Deliverer { hooks, settings, flatten, retry, limits, event_dir, stop, reporter, seq: AtomicU64::new(0) }
+        Deliverer {
+            hooks,
+            settings,
+            flatten,
+            retry,
+            limits,
+            event_dir,
+            stop,
+            reporter,
+            seq: AtomicU64::new(0),
+        }
     }
 
     pub async fn deliver(&self, ev: &ObjectEvent) -> Delivered {
@@ -72,7 +82,10 @@ impl Deliverer {
         let program = match self.hooks.find(hook_name) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                tracing::debug!("No event handler exists for event {}. Ignoring.", ev.kind.as_str());
+                tracing::debug!(
+                    "No event handler exists for event {}. Ignoring.",
+                    ev.kind.as_str()
+                );
                 return Delivered::Done;
             }
             Err(e) => {
@@ -80,8 +93,14 @@ impl Deliverer {
                 return Delivered::Failed;
             }
         };
-        let text = format!("{{\"type\":\"{}\",\"object\":{}}}", ev.kind.as_str(), ev.object);
-        let Some(event) = self.decode(ev, &text) else { return Delivered::Failed };
+        let text = format!(
+            "{{\"type\":\"{}\",\"object\":{}}}",
+            ev.kind.as_str(),
+            ev.object
+        );
+        let Some(event) = self.decode(ev, &text) else {
+            return Delivered::Failed;
+        };
         let file = match self.write_event_file(&text) {
             Ok(f) => f,
             Err(e) => {
@@ -91,7 +110,11 @@ impl Deliverer {
         };
         let cmd = env::command(program, event.vars, file.clone(), &self.settings);
         if !cmd.dropped.is_empty() {
-            tracing::warn!("{}: left out {} (the environment would be too large; see EVENT_FILE)", ev.key, cmd.dropped.join(", "));
+            tracing::warn!(
+                "{}: left out {} (the environment would be too large; see EVENT_FILE)",
+                ev.key,
+                cmd.dropped.join(", ")
+            );
         }
         let result = self.run_with_retries(&cmd, ev, &text).await;
         let _ = std::fs::remove_file(&file);
@@ -102,22 +125,41 @@ impl Deliverer {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!("event {} of {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
+                tracing::error!(
+                    "event {} of {} cannot be decoded: {e}",
+                    ev.kind.as_str(),
+                    ev.key
+                );
                 return None;
             }
         };
         match flatten::flatten(&value, &self.flatten) {
             Ok(f) => {
                 for c in &f.collisions {
-                    tracing::debug!("{}: {} comes from {}; {} is left out", ev.key, c.name, c.kept, c.dropped);
+                    tracing::debug!(
+                        "{}: {} comes from {}; {} is left out",
+                        ev.key,
+                        c.name,
+                        c.kept,
+                        c.dropped
+                    );
                 }
                 for r in &f.rejected {
-                    tracing::warn!("{}: left out {} because {} (see EVENT_FILE)", ev.key, r.name, r.reason);
+                    tracing::warn!(
+                        "{}: left out {} because {} (see EVENT_FILE)",
+                        ev.key,
+                        r.name,
+                        r.reason
+                    );
                 }
                 Some(f)
             }
             Err(e) => {
-                tracing::error!("event {} of {} cannot be flattened: {e}", ev.kind.as_str(), ev.key);
+                tracing::error!(
+                    "event {} of {} cannot be flattened: {e}",
+                    ev.kind.as_str(),
+                    ev.key
+                );
                 None
             }
         }
@@ -126,12 +168,21 @@ impl Deliverer {
     fn write_event_file(&self, text: &str) -> std::io::Result<PathBuf> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.event_dir.join(format!("event-{n}.json"));
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
         f.write_all(text.as_bytes())?;
         Ok(path)
     }
 
-    async fn run_with_retries(&self, cmd: &env::HookCommand, ev: &ObjectEvent, text: &str) -> Delivered {
+    async fn run_with_retries(
+        &self,
+        cmd: &env::HookCommand,
+        ev: &ObjectEvent,
+        text: &str,
+    ) -> Delivered {
         let label = format!("{} {}", ev.kind.hook_name(), ev.key);
         let mut attempt: u32 = 0;
         loop {
@@ -141,16 +192,32 @@ impl Deliverer {
                 Outcome::Interrupted => return Delivered::Interrupted,
                 _ => {}
             }
-            let what = format!("hook {} for {} {}", ev.kind.hook_name(), ev.key, outcome.describe());
-            let permanent = matches!(outcome, Outcome::Failed(PERMANENT_FAILURE) | Outcome::NotStarted(_));
+            let what = format!(
+                "hook {} for {} {}",
+                ev.kind.hook_name(),
+                ev.key,
+                outcome.describe()
+            );
+            let permanent = matches!(
+                outcome,
+                Outcome::Failed(PERMANENT_FAILURE) | Outcome::NotStarted(_)
+            );
             if permanent || attempt >= self.retry.retries {
-                let why = if permanent { "not retried" } else { "no retries left" };
+                let why = if permanent {
+                    "not retried"
+                } else {
+                    "no retries left"
+                };
                 tracing::error!("{what}; {why}");
                 self.report(text, &format!("{what}; {why}")).await;
                 return Delivered::Failed;
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
-            tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
+            tracing::error!(
+                "{what}; retry {} of {} in {delay:?}",
+                attempt + 1,
+                self.retry.retries
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => return Delivered::Interrupted,
@@ -160,7 +227,9 @@ impl Deliverer {
     }
 
     async fn report(&self, text: &str, message: &str) {
-        let Some(reporter) = &self.reporter else { return };
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
         if let Ok(event) = serde_json::from_str::<Value>(text) {
             reporter.warn(&event["object"], "HookFailed", message).await;
         }
@@ -169,7 +238,10 @@ impl Deliverer {
 
 /// Exponential backoff with jitter: between half and all of min·2^attempt, capped at max.
 pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
-    let full = policy.backoff_min.saturating_mul(2u32.saturating_pow(attempt)).min(policy.backoff_max);
+    let full = policy
+        .backoff_min
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(policy.backoff_max);
     full.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
 }
 
@@ -178,7 +250,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { retries: 5, backoff_min: Duration::from_secs(1), backoff_max: Duration::from_secs(10) }
+        RetryPolicy {
+            retries: 5,
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+        }
     }
 
     #[test]

@@ -36,7 +36,11 @@ pub fn init(cfg: &LogConfig) -> Result<WorkerGuard, LogError> {
         .with_ansi(false);
     match cfg.format {
         LogFormat::Text => builder.event_format(TextFormat).init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
     Ok(guard)
 }
@@ -44,8 +48,15 @@ pub fn init(cfg: &LogConfig) -> Result<WorkerGuard, LogError> {
 fn open(path: &PathBuf, reset: bool) -> Result<std::fs::File, LogError> {
     let mut opts = OpenOptions::new();
     opts.create(true);
-    if reset { opts.write(true).truncate(true) } else { opts.append(true) };
-    opts.open(path).map_err(|source| LogError::OpenFile { path: path.clone(), source })
+    if reset {
+        opts.write(true).truncate(true)
+    } else {
+        opts.append(true)
+    };
+    opts.open(path).map_err(|source| LogError::OpenFile {
+        path: path.clone(),
+        source,
+    })
 }
 
 fn level(l: LogLevel) -> Level {
@@ -77,7 +88,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let now = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S");
         write!(w, "{now} {} ", level_name(event.metadata().level()))?;
         ctx.field_format().format_fields(w.by_ref(), event)?;

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 pub enum RunError {
     #[error("cannot read kubeconfig")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error("cannot find a Kubernetes configuration (no -k, no $KUBECONFIG, no ~/.kube/config, not in a cluster)")]
+    #[error(
+        "cannot find a Kubernetes configuration (no -k, no $KUBECONFIG, no ~/.kube/config, not in a cluster)"
+    )]
     InferConfig(#[source] kube::config::InferConfigError),
     #[error("cannot create the Kubernetes client")]
     Client(#[source] kube::Error),
@@ -60,7 +62,12 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         log_events: cfg.log.events,
     };
     watch.check().await?;
-    tracing::info!("watching {} ({}) with hooks from {}", resolved.resource.plural, scope_text(&cfg, &resolved, &default_ns), cfg.hooks_dir.display());
+    tracing::info!(
+        "watching {} ({}) with hooks from {}",
+        resolved.resource.plural,
+        scope_text(&cfg, &resolved, &default_ns),
+        cfg.hooks_dir.display()
+    );
     let stop = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
     let event_dir = EventDir::create()?;
@@ -72,8 +79,15 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             d.deliver(&ev).await;
         }
     };
-    let dispatcher = tokio::spawn(crate::queue::dispatch(rx, cfg.workers, handle, stop.clone()));
-    let watched = watch.run(Tracker::new(cfg.changes_only), tx, stop.clone()).await;
+    let dispatcher = tokio::spawn(crate::queue::dispatch(
+        rx,
+        cfg.workers,
+        handle,
+        stop.clone(),
+    ));
+    let watched = watch
+        .run(Tracker::new(cfg.changes_only), tx, stop.clone())
+        .await;
     stop.cancel();
     let _ = dispatcher.await;
     signals.abort();
@@ -82,13 +96,20 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 }
 
 async fn client(cfg: &Config) -> Result<(Client, String), RunError> {
-    let opts = KubeConfigOptions { context: cfg.context.clone(), ..KubeConfigOptions::default() };
+    let opts = KubeConfigOptions {
+        context: cfg.context.clone(),
+        ..KubeConfigOptions::default()
+    };
     let mut kc = match &cfg.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(RunError::Kubeconfig)?;
-            kube::Config::from_custom_kubeconfig(file, &opts).await.map_err(RunError::Kubeconfig)?
+            kube::Config::from_custom_kubeconfig(file, &opts)
+                .await
+                .map_err(RunError::Kubeconfig)?
         }
-        None if cfg.context.is_some() => kube::Config::from_kubeconfig(&opts).await.map_err(RunError::Kubeconfig)?,
+        None if cfg.context.is_some() => kube::Config::from_kubeconfig(&opts)
+            .await
+            .map_err(RunError::Kubeconfig)?,
         None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
     };
     kc.read_timeout = Some(Duration::from_secs(u64::from(WATCH_TIMEOUT_SECS) + 30));
@@ -125,10 +146,16 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
     wc
 }
 
-fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
+fn deliverer(
+    cfg: &Config,
+    client: Client,
+    event_dir: PathBuf,
+    stop: CancellationToken,
+) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
-    let inherited: Vec<(OsString, OsString)> =
-        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix)).collect();
+    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix))
+        .collect();
     let settings = Settings {
         inherited,
         log_file: cfg.log.file.clone(),
@@ -137,7 +164,10 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         hook_env: cfg.hook_env.clone(),
         arg_max: arg_max(),
     };
-    let limits = Limits { timeout: cfg.hook_timeout, grace: cfg.grace_period };
+    let limits = Limits {
+        timeout: cfg.hook_timeout,
+        grace: cfg.grace_period,
+    };
     Deliverer::new(
         HookDir::new(&cfg.hooks_dir),
         settings,

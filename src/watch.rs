@@ -83,7 +83,10 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(changes_only: bool) -> Self {
-        Tracker { changes_only, ..Tracker::default() }
+        Tracker {
+            changes_only,
+            ..Tracker::default()
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -114,18 +117,36 @@ impl Tracker {
         if !silent {
             out.push(event(kind, &seen.key, &seen.object));
         }
-        self.known.insert(seen.key, Known { uid: seen.uid, version: seen.version, object: seen.object });
+        self.known.insert(
+            seen.key,
+            Known {
+                uid: seen.uid,
+                version: seen.version,
+                object: seen.object,
+            },
+        );
         out
     }
 
     /// The list is complete: whatever it did not contain is gone.
     pub fn init_done(&mut self) -> Vec<ObjectEvent> {
         self.listed_once = true;
-        let Some(listed) = self.relisted.take() else { return Vec::new() };
-        let mut gone: Vec<Arc<str>> = self.known.keys().filter(|k| !listed.contains(*k)).cloned().collect();
+        let Some(listed) = self.relisted.take() else {
+            return Vec::new();
+        };
+        let mut gone: Vec<Arc<str>> = self
+            .known
+            .keys()
+            .filter(|k| !listed.contains(*k))
+            .cloned()
+            .collect();
         gone.sort();
         gone.into_iter()
-            .filter_map(|key| self.known.remove(&key).map(|k| event(EventType::Deleted, &key, &k.object)))
+            .filter_map(|key| {
+                self.known
+                    .remove(&key)
+                    .map(|k| event(EventType::Deleted, &key, &k.object))
+            })
             .collect()
     }
 
@@ -139,27 +160,40 @@ impl Tracker {
 
     /// Every known object again, for --resync.
     pub fn sync(&self) -> Vec<ObjectEvent> {
-        let mut out: Vec<_> = self.known.iter().map(|(key, k)| event(EventType::Sync, key, &k.object)).collect();
+        let mut out: Vec<_> = self
+            .known
+            .iter()
+            .map(|(key, k)| event(EventType::Sync, key, &k.object))
+            .collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
 }
 
 fn event(kind: EventType, key: &Arc<str>, object: &Arc<str>) -> ObjectEvent {
-    ObjectEvent { kind, key: key.clone(), object: object.clone() }
+    ObjectEvent {
+        kind,
+        key: key.clone(),
+        object: object.clone(),
+    }
 }
 
 /// Lists return items without apiVersion and kind; hooks expect them.
 pub fn seen(mut obj: DynamicObject, resource: &ApiResource) -> Seen {
     if obj.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
-        obj.types = Some(TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
+        obj.types = Some(TypeMeta {
+            api_version: resource.api_version.clone(),
+            kind: resource.kind.clone(),
+        });
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
     let key: Arc<str> = match &obj.metadata.namespace {
         Some(ns) => format!("{ns}/{name}").into(),
         None => name.into(),
     };
-    let object: Arc<str> = serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()).into();
+    let object: Arc<str> = serde_json::to_string(&obj)
+        .unwrap_or_else(|_| "{}".into())
+        .into();
     Seen {
         key,
         uid: obj.metadata.uid.unwrap_or_default().into(),
@@ -188,19 +222,30 @@ impl Watch {
             match self.api.list_metadata(&lp).await {
                 Ok(_) => return Ok(()),
                 Err(e) if crate::resolve::is_connection_error(&e) => {
-                    tracing::warn!("cannot list {}: {e}; retrying in {delay:?}", self.resource.plural);
+                    tracing::warn!(
+                        "cannot list {}: {e}; retrying in {delay:?}",
+                        self.resource.plural
+                    );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => {
-                    return Err(WatchError::ListRefused { resource: self.resource.plural.clone(), message: e.to_string() });
+                    return Err(WatchError::ListRefused {
+                        resource: self.resource.plural.clone(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
     }
 
     /// Runs until cancelled, sending every event to `tx` in order.
-    pub async fn run(self, mut tracker: Tracker, tx: mpsc::Sender<ObjectEvent>, cancel: CancellationToken) -> Result<(), WatchError> {
+    pub async fn run(
+        self,
+        mut tracker: Tracker,
+        tx: mpsc::Sender<ObjectEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(), WatchError> {
         let stream = watcher(self.api.clone(), self.config.clone()).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let period = self.resync.unwrap_or(Duration::from_secs(3600 * 24 * 365));
@@ -222,7 +267,11 @@ impl Watch {
         }
     }
 
-    fn on_event(&self, tracker: &mut Tracker, ev: watcher::Event<DynamicObject>) -> Vec<ObjectEvent> {
+    fn on_event(
+        &self,
+        tracker: &mut Tracker,
+        ev: watcher::Event<DynamicObject>,
+    ) -> Vec<ObjectEvent> {
         match ev {
             watcher::Event::Init => {
                 tracing::debug!("listing {}", self.resource.plural);
@@ -239,7 +288,11 @@ impl Watch {
             }
             watcher::Event::InitDone => {
                 let out = tracker.init_done();
-                tracing::debug!("watching {} {} ({} known)", tracker.len(), self.resource.plural, tracker.len());
+                tracing::info!(
+                    "listed {} {}; watching for changes",
+                    tracker.len(),
+                    self.resource.plural
+                );
                 out
             }
         }
@@ -248,7 +301,10 @@ impl Watch {
     fn log_raw(&self, what: &str, obj: &DynamicObject) {
         if self.log_events {
             let json = serde_json::to_string(obj).unwrap_or_default();
-            tracing::info!("event {what} {}: {json}", obj.metadata.name.as_deref().unwrap_or(""));
+            tracing::info!(
+                "event {what} {}: {json}",
+                obj.metadata.name.as_deref().unwrap_or("")
+            );
         }
     }
 }
@@ -296,25 +352,52 @@ mod tests {
     fn existing_objects_are_added_at_start() {
         let mut t = Tracker::new(false);
         let out = listed(&mut t, vec![obj("a", "1", "10"), obj("b", "2", "11")]);
-        assert_eq!(kinds(&out), vec![(EventType::Added, "ns/a"), (EventType::Added, "ns/b")]);
+        assert_eq!(
+            kinds(&out),
+            vec![(EventType::Added, "ns/a"), (EventType::Added, "ns/b")]
+        );
     }
 
     #[test]
     fn changes_only_skips_existing_objects_but_not_new_ones() {
         let mut t = Tracker::new(true);
         assert!(listed(&mut t, vec![obj("a", "1", "10")]).is_empty());
-        assert_eq!(kinds(&t.apply(obj("a", "1", "12"))), vec![(EventType::Modified, "ns/a")]);
-        assert_eq!(kinds(&t.apply(obj("b", "2", "13"))), vec![(EventType::Added, "ns/b")]);
+        assert_eq!(
+            kinds(&t.apply(obj("a", "1", "12"))),
+            vec![(EventType::Modified, "ns/a")]
+        );
+        assert_eq!(
+            kinds(&t.apply(obj("b", "2", "13"))),
+            vec![(EventType::Added, "ns/b")]
+        );
     }
 
     #[test]
     fn relist_gives_only_the_changes_of_the_gap() {
         let mut t = Tracker::new(false);
-        listed(&mut t, vec![obj("same", "1", "10"), obj("changed", "2", "11"), obj("gone", "3", "12")]);
-        let out = listed(&mut t, vec![obj("same", "1", "10"), obj("changed", "2", "20"), obj("new", "4", "21")]);
+        listed(
+            &mut t,
+            vec![
+                obj("same", "1", "10"),
+                obj("changed", "2", "11"),
+                obj("gone", "3", "12"),
+            ],
+        );
+        let out = listed(
+            &mut t,
+            vec![
+                obj("same", "1", "10"),
+                obj("changed", "2", "20"),
+                obj("new", "4", "21"),
+            ],
+        );
         assert_eq!(
             kinds(&out),
-            vec![(EventType::Modified, "ns/changed"), (EventType::Added, "ns/new"), (EventType::Deleted, "ns/gone")]
+            vec![
+                (EventType::Modified, "ns/changed"),
+                (EventType::Added, "ns/new"),
+                (EventType::Deleted, "ns/gone")
+            ]
         );
     }
 
@@ -331,7 +414,10 @@ mod tests {
         let mut t = Tracker::new(false);
         listed(&mut t, vec![obj("a", "1", "10")]);
         let out = listed(&mut t, vec![obj("a", "9", "30")]);
-        assert_eq!(kinds(&out), vec![(EventType::Deleted, "ns/a"), (EventType::Added, "ns/a")]);
+        assert_eq!(
+            kinds(&out),
+            vec![(EventType::Deleted, "ns/a"), (EventType::Added, "ns/a")]
+        );
     }
 
     #[test]
@@ -346,7 +432,10 @@ mod tests {
         let mut t = Tracker::new(false);
         assert!(t.delete(obj("x", "1", "1")).is_empty());
         t.apply(obj("a", "1", "10"));
-        assert_eq!(kinds(&t.delete(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
+        assert_eq!(
+            kinds(&t.delete(obj("a", "1", "11"))),
+            vec![(EventType::Deleted, "ns/a")]
+        );
         assert!(t.delete(obj("a", "1", "11")).is_empty());
     }
 
@@ -354,6 +443,9 @@ mod tests {
     fn sync_lists_every_known_object() {
         let mut t = Tracker::new(false);
         listed(&mut t, vec![obj("b", "2", "1"), obj("a", "1", "1")]);
-        assert_eq!(kinds(&t.sync()), vec![(EventType::Sync, "ns/a"), (EventType::Sync, "ns/b")]);
+        assert_eq!(
+            kinds(&t.sync()),
+            vec![(EventType::Sync, "ns/a"), (EventType::Sync, "ns/b")]
+        );
     }
 }

@@ -275,7 +275,7 @@ start_simulator() {
   ((SIMULATOR)) || return 0
   run kubelet env KUBECONFIG="$DIR/kubeconfig" CLUSTER_DIR="$DIR" \
     SIM_RUN_SECONDS="${SIM_RUN_SECONDS:-1}" \
-    "$OPERATOR_BIN" -o pods -A -h "$HERE/kubelet" --workers 8 --resync 1s \
+    "$OPERATOR_BIN" -o pods -A -h "$HERE/kubelet" --workers 8 --resync 1s --hook-timeout 60s \
     -l "$DIR/logs/kubelet.log"
   # Mirror the operator's own output separately from its -l log.
   FAILED_LOG=$DIR/logs/kubelet.log

@@ -7,48 +7,37 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # shellcheck source=pvc.sh
 source "$(dirname "${BASH_SOURCE[0]}")/pvc.sh"
 
-# The decision for the claim as JSON (see decide in lib/evc.jq).
-decide_claim() {
-  local evc=$1 ns=$2 pods
-  pods=$(kubectl get pods -n "$ns" -o json)
-  jq -cn --argjson evc "$evc" --argjson pods "$pods" '{evc: $evc, pods: $pods.items}' |
-    evc_jq 'decide($now; $cfg)' -c --argjson now "$(date -u +%s)" --argjson cfg "$(settings_json)"
-}
-
-# Log lines for phase changes; the countdown lines are throttled by decide.
-log_transition() {
-  local d=$1 phase previous kind left
-  IFS='|' read -r phase previous kind left < <(jq -r '"\(.phase)|\(.previous)|\(.kind)|\(.left)"' <<<"$d")
-  if jq -e '.cancelled' <<<"$d" >/dev/null; then
-    log_info "$EVC_REF: Countdown to $(jq -r '.cancelledKind' <<<"$d"): cancelled, the claim is in use."
-  fi
-  if [[ $phase != "$previous" ]]; then
-    log_info "$EVC_REF: Phase $phase: $(jq -r '.message' <<<"$d")"
-  fi
-  if jq -e '.log' <<<"$d" >/dev/null; then
-    log_info "$EVC_REF: Countdown to $kind: ${left}s left"
-  fi
-}
-
-delete_claim() {
-  local d=$1 ns=$2 name=$3 uid=$4
-  log_info "$EVC_REF: Countdown to $(jq -r '.kind' <<<"$d"): reached! Deleting the EVC."
-  delete_with_uid "/apis/zalando.org/v1/namespaces/$ns/ephemeralvolumeclaims/$name" "$uid"
+# What to do about the claim, as one line of fields separated by \x1f (see decide
+# in lib/evc.jq): due cancelled cancelledKind phase previous kind left log changed
+# status message.
+plan_claim() {
+  local evc=$1 ns=$2
+  kubectl get pods -n "$ns" -o json |
+    evc_jq '{evc: $evc, pods: .items} | decide($now; $cfg)
+      | [.due, .cancelled, .cancelledKind, .phase, .previous, .kind, .left, .log,
+         status_changed($evc.status // {}), (status_of | tojson), .message]
+      | map(tostring) | join("\u001f")' -r --argjson evc "$evc" \
+      --argjson now "$(date -u +%s)" --argjson cfg "$(settings_json)"
 }
 
 run_lifecycle() {
-  local evc=$1 ns=$2 name=$3 uid=$4 d
-  d=$(decide_claim "$evc" "$ns")
-  if jq -e '.due' <<<"$d" >/dev/null; then
-    delete_claim "$d" "$ns" "$name" "$uid"
+  local evc=$1 ns=$2 name=$3 uid=$4
+  local plan due cancelled cancelled_kind phase previous kind left log changed status message
+  plan=$(plan_claim "$evc" "$ns")
+  IFS=$'\x1f' read -r due cancelled cancelled_kind phase previous kind left log changed status \
+    message <<<"$plan"
+  if [[ $due == true ]]; then
+    log_info "$EVC_REF: Countdown to $kind: reached! Deleting the EVC."
+    delete_with_uid "/apis/zalando.org/v1/namespaces/$ns/ephemeralvolumeclaims/$name" "$uid"
     STATUS_PATCH='{}'
     return 0
   fi
-  log_transition "$d"
-  if evc_jq 'status_changed($st)' -e --argjson st "$(jq -c '.status // {}' <<<"$evc")" \
-    <<<"$d" >/dev/null; then
-    status_set "$(evc_jq 'status_of' -c <<<"$d")"
-  fi
+  # The countdown lines are throttled by decide: at most one per interval.
+  [[ $cancelled != true ]] ||
+    log_info "$EVC_REF: Countdown to $cancelled_kind: cancelled, the claim is in use."
+  [[ $phase == "$previous" ]] || log_info "$EVC_REF: Phase $phase: $message"
+  [[ $log != true ]] || log_info "$EVC_REF: Countdown to $kind: ${left}s left"
+  [[ $changed != true ]] || status_set "$status"
 }
 
 # Entry point of the added, modified and sync hooks.

@@ -1,0 +1,330 @@
+//! Test environment for integration tests: one real control plane per test binary
+//! (tests/cluster/start.sh), a namespace per test, the operator binary started with
+//! its own log, and on failure a report of the command, its stdout, stderr and log.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const OPERATOR: &str = env!("CARGO_BIN_EXE_operator");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running control plane, shared by the tests of one binary; its watchdog stops
+/// it when this process ends.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let out = Command::new(repo().join("tests/cluster/start.sh"))
+            .args(["--owner-pid", &std::process::id().to_string()])
+            .env("OPERATOR_BIN", OPERATOR)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/cluster/start.sh");
+        assert!(
+            out.status.success(),
+            "tests/cluster/start.sh failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            dir,
+        }
+    })
+}
+
+impl Cluster {
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, "")
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and panics with its output when it fails; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn apply(&self, ns: &str, yaml: &str) {
+        let out = self.kubectl_stdin(&["apply", "-n", ns, "-f", "-"], yaml);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A fresh namespace, deleted (without waiting) when dropped.
+    pub fn namespace(&'static self, prefix: &str) -> Namespace {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        self.ok(&["create", "namespace", &name]);
+        Namespace {
+            name,
+            cluster: self,
+        }
+    }
+}
+
+pub struct Namespace {
+    pub name: String,
+    cluster: &'static Cluster,
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self
+            .cluster
+            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+    }
+}
+
+/// A hooks directory whose hooks record their whole environment, one file per run.
+pub struct Recorder {
+    pub hooks: tempfile::TempDir,
+    pub out: tempfile::TempDir,
+}
+
+const RECORD: &str = r#"#!/usr/bin/env bash
+set -euo pipefail
+f="$RECORD_DIR/$(date +%s%N)-$$"
+env -0 > "$f.tmp"
+mv "$f.tmp" "$f.env"
+"#;
+
+impl Recorder {
+    /// Hooks for these events (added, modified, deleted, sync) that record and exit 0.
+    pub fn new(events: &[&str]) -> Recorder {
+        let r = Recorder {
+            hooks: tempfile::tempdir().unwrap(),
+            out: tempfile::tempdir().unwrap(),
+        };
+        for e in events {
+            r.hook(e, RECORD);
+        }
+        r
+    }
+
+    /// Writes an executable hook with this body.
+    pub fn hook(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.hooks.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// `-h DIR -E RECORD_DIR=…` for the operator.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "-h".into(),
+            self.hooks.path().display().to_string(),
+            "-E".into(),
+            format!("RECORD_DIR={}", self.out.path().display()),
+        ]
+    }
+
+    /// Every recorded run's environment, in the order the hooks ran.
+    pub fn runs(&self) -> Vec<BTreeMap<String, String>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "env"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| parse_env(&std::fs::read(f).unwrap()))
+            .collect()
+    }
+
+    /// The runs for one object (by name).
+    pub fn runs_of(&self, name: &str) -> Vec<BTreeMap<String, String>> {
+        self.runs()
+            .into_iter()
+            .filter(|r| r.get("EVENT_OBJECT_METADATA_NAME").map(String::as_str) == Some(name))
+            .collect()
+    }
+
+    /// The event types delivered for one object, in order.
+    pub fn types_of(&self, name: &str) -> Vec<String> {
+        self.runs_of(name)
+            .into_iter()
+            .map(|r| r["EVENT_TYPE"].clone())
+            .collect()
+    }
+}
+
+fn parse_env(bytes: &[u8]) -> BTreeMap<String, String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| {
+            let s = String::from_utf8_lossy(s);
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The operator binary, running against the shared cluster with its own log file.
+pub struct Operator {
+    pub child: Option<Child>,
+    pub args: Vec<String>,
+    pub log: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    pub fn start<S: AsRef<str>>(args: &[S]) -> Operator {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operator.log");
+        let mut all: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        all.extend(["-l".into(), log.display().to_string()]);
+        let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        let child = Command::new(OPERATOR)
+            .args(&all)
+            .env("KUBECONFIG", &cluster().kubeconfig)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start operator");
+        Operator {
+            child: Some(child),
+            args: all,
+            log,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The command, its stdout, stderr and log: printed when a test fails.
+    pub fn report(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!(
+            "\n--- command: {OPERATOR} {}\n--- stdout:\n{}\n--- stderr:\n{}\n--- log:\n{}",
+            self.args.join(" "),
+            read(&self.stdout),
+            read(&self.stderr),
+            self.log_text()
+        )
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_until(&format!("log line containing {needle:?}"), timeout, || {
+            self.log_text().contains(needle)
+        });
+    }
+
+    /// Waits until `cond` holds, or panics with the report.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}{}",
+                    self.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Fails with the report unless `cond` holds.
+    pub fn check(&self, cond: bool, what: &str) {
+        assert!(cond, "{what}{}", self.report());
+    }
+
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        let child = self.child.as_mut().expect("operator running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > timeout {
+                panic!("operator did not exit within {timeout:?}{}", self.report());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.report());
+        }
+    }
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
