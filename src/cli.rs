@@ -69,12 +69,7 @@ pub struct RunArgs {
     pub hooks: PathBuf,
 
     /// Namespace to watch [default: the kubeconfig context's namespace]
-    #[arg(
-        short = 'n',
-        long,
-        value_name = "NS",
-        conflicts_with = "all_namespaces"
-    )]
+    #[arg(short = 'n', long, value_name = "NS", conflicts_with = "all_namespaces")]
     pub namespace: Option<String>,
 
     /// Watch every namespace
@@ -211,9 +206,7 @@ mod tests {
     #[test]
     fn flatten_subcommand_needs_no_object() {
         let cli = parse(&["flatten", "-s", "--prefix", "X"]).unwrap();
-        let Some(Command::Flatten(args)) = cli.command else {
-            panic!("no subcommand")
-        };
+        let Some(Command::Flatten(args)) = cli.command else { panic!("no subcommand") };
         assert!(args.filter.filter_spec);
         assert_eq!(args.filter.prefix, "X");
     }

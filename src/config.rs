@@ -8,11 +8,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid value '{value}' for '{flag}': {reason}")]
-    InvalidValue {
-        flag: &'static str,
-        value: String,
-        reason: String,
-    },
+    InvalidValue { flag: &'static str, value: String, reason: String },
     #[error("invalid value '{value}' for '{flag}': expected a duration such as 500ms, 3s or 2m")]
     InvalidDuration {
         flag: &'static str,
@@ -132,11 +128,7 @@ impl Config {
             queue: args.queue.map(|p| cwd.join(p)),
             reset_queue: args.reset_queue,
             workers: workers(args.workers)?,
-            resync: args
-                .resync
-                .as_deref()
-                .map(|v| positive_duration("--resync", v))
-                .transpose()?,
+            resync: args.resync.as_deref().map(|v| positive_duration("--resync", v)).transpose()?,
             retry,
             hook_timeout: positive_duration("--hook-timeout", &args.hook_timeout)?,
             grace_period: duration("--grace-period", &args.grace_period)?,
@@ -146,11 +138,7 @@ impl Config {
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::InvalidValue {
-        flag,
-        value: value.to_string(),
-        reason: reason.into(),
-    }
+    ConfigError::InvalidValue { flag, value: value.to_string(), reason: reason.into() }
 }
 
 /// Durations as humans write them: 500ms, 3s, 2m, 1h30m.
@@ -174,10 +162,7 @@ fn hooks_dir(path: &Path) -> Result<PathBuf, ConfigError> {
     if !path.is_dir() {
         return Err(ConfigError::HooksDirMissing(path.to_path_buf()));
     }
-    std::fs::read_dir(path).map_err(|source| ConfigError::HooksDirUnreadable {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    std::fs::read_dir(path).map_err(|source| ConfigError::HooksDirUnreadable { path: path.to_path_buf(), source })?;
     Ok(path.to_path_buf())
 }
 
@@ -210,11 +195,7 @@ pub fn hook_env(values: &[String]) -> Result<Vec<(String, String)>, ConfigError>
                     last.1.push_str(piece);
                 }
                 Some((k, _)) => {
-                    return Err(invalid(
-                        "--hook-env",
-                        value,
-                        format!("'{k}' is not a valid variable name"),
-                    ));
+                    return Err(invalid("--hook-env", value, format!("'{k}' is not a valid variable name")));
                 }
                 None => return Err(invalid("--hook-env", value, "expected K=V[,K=V...]")),
             }
@@ -236,11 +217,7 @@ pub fn log_level(value: &str) -> Result<LogLevel, ConfigError> {
         "INFO" => Ok(LogLevel::Info),
         "WARNING" | "WARN" => Ok(LogLevel::Warning),
         "ERROR" => Ok(LogLevel::Error),
-        _ => Err(invalid(
-            "--log-level",
-            value,
-            "expected DEBUG, INFO, WARNING, ERROR or TRACE",
-        )),
+        _ => Err(invalid("--log-level", value, "expected DEBUG, INFO, WARNING, ERROR or TRACE")),
     }
 }
 
@@ -249,11 +226,7 @@ fn log_config(args: &RunArgs, cwd: &Path) -> Result<LogConfig, ConfigError> {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         _ => {
-            return Err(invalid(
-                "--log-format",
-                &args.log_format,
-                "expected text or json",
-            ));
+            return Err(invalid("--log-format", &args.log_format, "expected text or json"));
         }
     };
     if args.reset_log && args.log_file.is_none() {
@@ -270,17 +243,9 @@ fn log_config(args: &RunArgs, cwd: &Path) -> Result<LogConfig, ConfigError> {
 
 fn prefix(filter: crate::cli::FilterArgs) -> Result<flatten::Options, ConfigError> {
     if !valid_env_name(&filter.prefix) {
-        return Err(invalid(
-            "--prefix",
-            &filter.prefix,
-            "must be a valid variable name",
-        ));
+        return Err(invalid("--prefix", &filter.prefix, "must be a valid variable name"));
     }
-    Ok(flatten::Options {
-        prefix: filter.prefix,
-        filter_spec: filter.filter_spec,
-        filter_status: filter.filter_status,
-    })
+    Ok(flatten::Options { prefix: filter.prefix, filter_spec: filter.filter_spec, filter_status: filter.filter_status })
 }
 
 fn workers(value: Option<usize>) -> Result<usize, ConfigError> {
@@ -293,19 +258,14 @@ fn workers(value: Option<usize>) -> Result<usize, ConfigError> {
 
 /// Finalizer names are qualified (`example.com/cleanup`), as Kubernetes asks.
 fn finalizer(name: String) -> Result<String, ConfigError> {
-    let ok = name.split_once('/').is_some_and(|(domain, rest)| {
-        domain.contains('.') && !rest.is_empty() && name.len() <= 253
-    }) && name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c));
+    let ok = name
+        .split_once('/')
+        .is_some_and(|(domain, rest)| domain.contains('.') && !rest.is_empty() && name.len() <= 253)
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c));
     if ok {
         Ok(name)
     } else {
-        Err(invalid(
-            "--finalizer",
-            &name,
-            "expected a qualified name such as example.com/cleanup",
-        ))
+        Err(invalid("--finalizer", &name, "expected a qualified name such as example.com/cleanup"))
     }
 }
 
@@ -323,18 +283,12 @@ mod tests {
 
     #[test]
     fn hook_env_splits_every_pair() {
-        assert_eq!(
-            pairs(&["A=1,B=2,C=3"]),
-            vec![kv("A", "1"), kv("B", "2"), kv("C", "3")]
-        );
+        assert_eq!(pairs(&["A=1,B=2,C=3"]), vec![kv("A", "1"), kv("B", "2"), kv("C", "3")]);
     }
 
     #[test]
     fn hook_env_keeps_commas_inside_a_value() {
-        assert_eq!(
-            pairs(&["LIST=a,b,C=1"]),
-            vec![kv("LIST", "a,b"), kv("C", "1")]
-        );
+        assert_eq!(pairs(&["LIST=a,b,C=1"]), vec![kv("LIST", "a,b"), kv("C", "1")]);
     }
 
     #[test]
@@ -359,12 +313,7 @@ mod tests {
         assert_eq!(log_level("Warn").unwrap(), LogLevel::Warning);
         assert_eq!(log_level("WARNING").unwrap(), LogLevel::Warning);
         assert_eq!(log_level("trace").unwrap(), LogLevel::Trace);
-        assert!(
-            log_level("loud")
-                .unwrap_err()
-                .to_string()
-                .contains("--log-level")
-        );
+        assert!(log_level("loud").unwrap_err().to_string().contains("--log-level"));
     }
 
     #[test]
@@ -375,14 +324,8 @@ mod tests {
 
     #[test]
     fn durations_take_units() {
-        assert_eq!(
-            duration("--resync", "500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            duration("--resync", "2m").unwrap(),
-            Duration::from_secs(120)
-        );
+        assert_eq!(duration("--resync", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("--resync", "2m").unwrap(), Duration::from_secs(120));
         let err = duration("--resync", "soon").unwrap_err().to_string();
         assert!(err.contains("--resync") && err.contains("'soon'"), "{err}");
     }
@@ -401,9 +344,7 @@ mod tests {
 
     #[test]
     fn missing_hooks_dir_is_named() {
-        let err = hooks_dir(Path::new("/no/such/dir"))
-            .unwrap_err()
-            .to_string();
+        let err = hooks_dir(Path::new("/no/such/dir")).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir"), "{err}");
     }
 

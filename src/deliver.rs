@@ -1,13 +1,15 @@
 //! Delivers one event to its hook: variables, event file, retries with backoff, failure reporting.
 
 use crate::config::RetryPolicy;
+use crate::finalizer::Finalizers;
 use crate::flatten::{self, Flattened};
 use crate::hooks::HookDir;
 use crate::hooks::env::{self, Settings};
 use crate::hooks::spawn::{self, Limits, Outcome};
+use crate::journal::Journal;
 use crate::queue::Job;
 use crate::report::Reporter;
-use crate::watch::{EventType, ObjectEvent};
+use crate::watch::{EventType, FinalizerAction, ObjectEvent};
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -49,6 +51,8 @@ pub struct Deliverer {
     pub event_dir: PathBuf,
     pub stop: CancellationToken,
     pub reporter: Option<Reporter>,
+    pub journal: Option<Arc<Journal>>,
+    pub finalizers: Option<Finalizers>,
     seq: AtomicU64,
 }
 
@@ -73,7 +77,44 @@ impl Deliverer {
             event_dir,
             stop,
             reporter,
+            journal: None,
+            finalizers: None,
             seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Delivers, then does what the outcome asks of the finalizer and the durable queue.
+    pub async fn handle(&self, ev: &ObjectEvent) -> Delivered {
+        if ev.finalizer == FinalizerAction::Add {
+            self.edit_finalizer(ev, true).await;
+        }
+        let delivered = self.deliver(ev).await;
+        if ev.finalizer == FinalizerAction::Remove {
+            match delivered {
+                Delivered::Done => self.edit_finalizer(ev, false).await,
+                _ => tracing::error!(
+                    "{}: finalizer kept because the deleted hook did not succeed; see docs/HOOKS.md to remove it by hand",
+                    ev.key
+                ),
+            }
+        }
+        if let (Some(j), true, false) = (&self.journal, ev.id != 0, delivered == Delivered::Interrupted) {
+            if let Err(e) = j.done(ev.id) {
+                tracing::error!("{e}");
+            }
+        }
+        delivered
+    }
+
+    async fn edit_finalizer(&self, ev: &ObjectEvent, add: bool) {
+        let (Some(f), Ok(object)) = (&self.finalizers, serde_json::from_str::<Value>(&ev.object)) else {
+            return;
+        };
+        let (verb, done) = if add { ("add", "added") } else { ("remove", "removed") };
+        let result = if add { f.add(&object).await } else { f.remove(&object).await };
+        match result {
+            Ok(()) => tracing::debug!("{}: finalizer {} {done}", ev.key, f.name),
+            Err(e) => tracing::error!("{}: cannot {verb} finalizer {}: {e}", ev.key, f.name),
         }
     }
 
@@ -82,10 +123,7 @@ impl Deliverer {
         let program = match self.hooks.find(hook_name) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                tracing::debug!(
-                    "No event handler exists for event {}. Ignoring.",
-                    ev.kind.as_str()
-                );
+                tracing::debug!("No event handler exists for event {}. Ignoring.", ev.kind.as_str());
                 return Delivered::Done;
             }
             Err(e) => {
@@ -93,11 +131,7 @@ impl Deliverer {
                 return Delivered::Failed;
             }
         };
-        let text = format!(
-            "{{\"type\":\"{}\",\"object\":{}}}",
-            ev.kind.as_str(),
-            ev.object
-        );
+        let text = format!("{{\"type\":\"{}\",\"object\":{}}}", ev.kind.as_str(), ev.object);
         let Some(event) = self.decode(ev, &text) else {
             return Delivered::Failed;
         };
@@ -125,41 +159,22 @@ impl Deliverer {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(
-                    "event {} of {} cannot be decoded: {e}",
-                    ev.kind.as_str(),
-                    ev.key
-                );
+                tracing::error!("event {} of {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
                 return None;
             }
         };
         match flatten::flatten(&value, &self.flatten) {
             Ok(f) => {
                 for c in &f.collisions {
-                    tracing::debug!(
-                        "{}: {} comes from {}; {} is left out",
-                        ev.key,
-                        c.name,
-                        c.kept,
-                        c.dropped
-                    );
+                    tracing::debug!("{}: {} comes from {}; {} is left out", ev.key, c.name, c.kept, c.dropped);
                 }
                 for r in &f.rejected {
-                    tracing::warn!(
-                        "{}: left out {} because {} (see EVENT_FILE)",
-                        ev.key,
-                        r.name,
-                        r.reason
-                    );
+                    tracing::warn!("{}: left out {} because {} (see EVENT_FILE)", ev.key, r.name, r.reason);
                 }
                 Some(f)
             }
             Err(e) => {
-                tracing::error!(
-                    "event {} of {} cannot be flattened: {e}",
-                    ev.kind.as_str(),
-                    ev.key
-                );
+                tracing::error!("event {} of {} cannot be flattened: {e}", ev.kind.as_str(), ev.key);
                 None
             }
         }
@@ -168,21 +183,12 @@ impl Deliverer {
     fn write_event_file(&self, text: &str) -> std::io::Result<PathBuf> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.event_dir.join(format!("event-{n}.json"));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         f.write_all(text.as_bytes())?;
         Ok(path)
     }
 
-    async fn run_with_retries(
-        &self,
-        cmd: &env::HookCommand,
-        ev: &ObjectEvent,
-        text: &str,
-    ) -> Delivered {
+    async fn run_with_retries(&self, cmd: &env::HookCommand, ev: &ObjectEvent, text: &str) -> Delivered {
         let label = format!("{} {}", ev.kind.hook_name(), ev.key);
         let mut attempt: u32 = 0;
         loop {
@@ -192,32 +198,16 @@ impl Deliverer {
                 Outcome::Interrupted => return Delivered::Interrupted,
                 _ => {}
             }
-            let what = format!(
-                "hook {} for {} {}",
-                ev.kind.hook_name(),
-                ev.key,
-                outcome.describe()
-            );
-            let permanent = matches!(
-                outcome,
-                Outcome::Failed(PERMANENT_FAILURE) | Outcome::NotStarted(_)
-            );
+            let what = format!("hook {} for {} {}", ev.kind.hook_name(), ev.key, outcome.describe());
+            let permanent = matches!(outcome, Outcome::Failed(PERMANENT_FAILURE) | Outcome::NotStarted(_));
             if permanent || attempt >= self.retry.retries {
-                let why = if permanent {
-                    "not retried"
-                } else {
-                    "no retries left"
-                };
+                let why = if permanent { "not retried" } else { "no retries left" };
                 tracing::error!("{what}; {why}");
                 self.report(text, &format!("{what}; {why}")).await;
                 return Delivered::Failed;
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
-            tracing::error!(
-                "{what}; retry {} of {} in {delay:?}",
-                attempt + 1,
-                self.retry.retries
-            );
+            tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => return Delivered::Interrupted,
@@ -238,10 +228,7 @@ impl Deliverer {
 
 /// Exponential backoff with jitter: between half and all of min·2^attempt, capped at max.
 pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
-    let full = policy
-        .backoff_min
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(policy.backoff_max);
+    let full = policy.backoff_min.saturating_mul(2u32.saturating_pow(attempt)).min(policy.backoff_max);
     full.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
 }
 
@@ -250,11 +237,7 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy {
-            retries: 5,
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(10),
-        }
+        RetryPolicy { retries: 5, backoff_min: Duration::from_secs(1), backoff_max: Duration::from_secs(10) }
     }
 
     #[test]

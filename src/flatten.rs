@@ -28,11 +28,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            prefix: "EVENT".into(),
-            filter_spec: false,
-            filter_status: false,
-        }
+        Self { prefix: "EVENT".into(), filter_spec: false, filter_status: false }
     }
 }
 
@@ -96,13 +92,7 @@ pub fn var_name(prefix: &str, path: &str) -> String {
     name.push('_');
     for c in path.chars() {
         let c = c.to_ascii_uppercase();
-        name.push(
-            if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' {
-                c
-            } else {
-                '_'
-            },
-        );
+        name.push(if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' { c } else { '_' });
     }
     name
 }
@@ -127,11 +117,7 @@ fn dedupe_and_check(named: Vec<(String, String, String)>) -> Flattened {
         if let Some((next_name, next_path, _)) = iter.peek()
             && *next_name == name
         {
-            out.collisions.push(Collision {
-                name,
-                kept: readable(next_path),
-                dropped: readable(&path),
-            });
+            out.collisions.push(Collision { name, kept: readable(next_path), dropped: readable(&path) });
             continue;
         }
         match check_value(&name, &value) {
@@ -166,10 +152,7 @@ mod tests {
     }
 
     fn var(event: Value, name: &str) -> Option<String> {
-        vars(event)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+        vars(event).into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     #[test]
@@ -181,19 +164,13 @@ mod tests {
     #[test]
     fn array_items_are_named_by_index() {
         let e = json!({"object": {"spec": {"containers": [{"image": "a"}, {"image": "b"}]}}});
-        assert_eq!(
-            var(e, "EVENT_OBJECT_SPEC_CONTAINERS_1_IMAGE").as_deref(),
-            Some("b")
-        );
+        assert_eq!(var(e, "EVENT_OBJECT_SPEC_CONTAINERS_1_IMAGE").as_deref(), Some("b"));
     }
 
     #[test]
     fn dashes_dots_and_slashes_become_underscores() {
         let e = json!({"object": {"metadata": {"labels": {"app.kubernetes.io/pod-hash": "x"}}}});
-        assert_eq!(
-            var(e, "EVENT_OBJECT_METADATA_LABELS_APP_KUBERNETES_IO_POD_HASH").as_deref(),
-            Some("x")
-        );
+        assert_eq!(var(e, "EVENT_OBJECT_METADATA_LABELS_APP_KUBERNETES_IO_POD_HASH").as_deref(), Some("x"));
     }
 
     #[test]
@@ -205,13 +182,7 @@ mod tests {
     #[test]
     fn bool_becomes_1_or_0() {
         let e = json!({"a": true, "b": false});
-        assert_eq!(
-            vars(e),
-            vec![
-                ("EVENT_A".into(), "1".into()),
-                ("EVENT_B".into(), "0".into())
-            ]
-        );
+        assert_eq!(vars(e), vec![("EVENT_A".into(), "1".into()), ("EVENT_B".into(), "0".into())]);
     }
 
     #[test]
@@ -243,48 +214,23 @@ mod tests {
     #[test]
     fn filter_spec_drops_only_the_objects_spec() {
         let e = json!({"object": {"spec": {"a": 1}, "specialty": 2, "status": {"b": 3}}});
-        let opts = Options {
-            filter_spec: true,
-            ..Options::default()
-        };
-        let names: Vec<_> = flatten(&e, &opts)
-            .unwrap()
-            .vars
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            names,
-            vec!["EVENT_OBJECT_SPECIALTY", "EVENT_OBJECT_STATUS_B"]
-        );
+        let opts = Options { filter_spec: true, ..Options::default() };
+        let names: Vec<_> = flatten(&e, &opts).unwrap().vars.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["EVENT_OBJECT_SPECIALTY", "EVENT_OBJECT_STATUS_B"]);
     }
 
     #[test]
     fn filter_status_drops_the_objects_status() {
         let e = json!({"object": {"spec": {"a": 1}, "status": {"b": 3}}});
-        let opts = Options {
-            filter_status: true,
-            ..Options::default()
-        };
-        let names: Vec<_> = flatten(&e, &opts)
-            .unwrap()
-            .vars
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let opts = Options { filter_status: true, ..Options::default() };
+        let names: Vec<_> = flatten(&e, &opts).unwrap().vars.into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["EVENT_OBJECT_SPEC_A"]);
     }
 
     #[test]
     fn prefix_replaces_event() {
-        let opts = Options {
-            prefix: "X".into(),
-            ..Options::default()
-        };
-        assert_eq!(
-            flatten(&json!({"a": 1}), &opts).unwrap().vars,
-            vec![("X_A".into(), "1".into())]
-        );
+        let opts = Options { prefix: "X".into(), ..Options::default() };
+        assert_eq!(flatten(&json!({"a": 1}), &opts).unwrap().vars, vec![("X_A".into(), "1".into())]);
     }
 
     #[test]
@@ -305,21 +251,14 @@ mod tests {
 
     #[test]
     fn values_over_128_kib_are_rejected() {
-        let f = flatten(
-            &json!({"a": "x".repeat(MAX_VAR_BYTES)}),
-            &Options::default(),
-        )
-        .unwrap();
+        let f = flatten(&json!({"a": "x".repeat(MAX_VAR_BYTES)}), &Options::default()).unwrap();
         assert!(f.vars.is_empty());
         assert_eq!(f.rejected[0].reason, "it is longer than 128 KiB");
     }
 
     #[test]
     fn a_non_object_event_is_an_error() {
-        assert!(matches!(
-            flatten(&json!([1]), &Options::default()),
-            Err(FlattenError::NotAnObject)
-        ));
+        assert!(matches!(flatten(&json!([1]), &Options::default()), Err(FlattenError::NotAnObject)));
     }
 
     #[test]
@@ -331,10 +270,7 @@ mod tests {
         };
         let expected = std::fs::read_to_string(dir.join("operator-sh-pod-event.env")).unwrap();
         let event: Value = serde_json::from_str(&json).unwrap();
-        let got: Vec<String> = vars(event)
-            .into_iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
+        let got: Vec<String> = vars(event).into_iter().map(|(n, v)| format!("{n}={v}")).collect();
         let mut want: Vec<&str> = expected.lines().collect();
         want.sort_unstable();
         assert_eq!(want.len(), 74);

@@ -23,24 +23,15 @@ pub enum LogError {
 /// Installs the global subscriber. Keep the guard until exit: dropping it flushes the log.
 pub fn init(cfg: &LogConfig) -> Result<WorkerGuard, LogError> {
     let (writer, guard) = match &cfg.file {
-        Some(path) => tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .finish(open(path, cfg.reset)?),
-        None => tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .finish(std::io::stderr()),
+        Some(path) => {
+            tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(open(path, cfg.reset)?)
+        }
+        None => tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr()),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level(cfg.level))
-        .with_writer(writer)
-        .with_ansi(false);
+    let builder = tracing_subscriber::fmt().with_max_level(level(cfg.level)).with_writer(writer).with_ansi(false);
     match cfg.format {
         LogFormat::Text => builder.event_format(TextFormat).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
     }
     Ok(guard)
 }
@@ -53,10 +44,7 @@ fn open(path: &PathBuf, reset: bool) -> Result<std::fs::File, LogError> {
     } else {
         opts.append(true)
     };
-    opts.open(path).map_err(|source| LogError::OpenFile {
-        path: path.clone(),
-        source,
-    })
+    opts.open(path).map_err(|source| LogError::OpenFile { path: path.clone(), source })
 }
 
 fn level(l: LogLevel) -> Level {
@@ -88,12 +76,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let now = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S");
         write!(w, "{now} {} ", level_name(event.metadata().level()))?;
         ctx.field_format().format_fields(w.by_ref(), event)?;

@@ -3,8 +3,10 @@
 mod cli;
 mod config;
 mod deliver;
+mod finalizer;
 mod flatten;
 mod hooks;
+mod journal;
 mod log;
 mod queue;
 mod report;
@@ -48,9 +50,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Flatten(args)) => flatten_stdin(args),
-        None => config::Config::from_args(cli.run)
-            .map_err(Error::from)
-            .and_then(start),
+        None => config::Config::from_args(cli.run).map_err(Error::from).and_then(start),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,9 +79,7 @@ fn start(cfg: config::Config) -> Result<(), Error> {
 
 fn flatten_stdin(args: cli::FlattenArgs) -> Result<(), Error> {
     let mut text = String::new();
-    std::io::stdin()
-        .read_to_string(&mut text)
-        .map_err(Error::Stdin)?;
+    std::io::stdin().read_to_string(&mut text).map_err(Error::Stdin)?;
     let event: serde_json::Value = serde_json::from_str(&text).map_err(Error::EventJson)?;
     let opts = flatten::Options {
         prefix: args.filter.prefix,

@@ -26,12 +26,7 @@ pub struct KeyedQueue<J> {
 
 impl<J: Job> Default for KeyedQueue<J> {
     fn default() -> Self {
-        KeyedQueue {
-            pending: HashMap::new(),
-            ready: VecDeque::new(),
-            busy: HashSet::new(),
-            len: 0,
-        }
+        KeyedQueue { pending: HashMap::new(), ready: VecDeque::new(), busy: HashSet::new(), len: 0 }
     }
 }
 
@@ -86,12 +81,8 @@ const MAX_WAITING: usize = 10_000;
 /// Runs `handle` for every job from `rx`: up to `workers` at once, one at a time per key,
 /// in order per key. Returns when `rx` closes and everything ran, or when `stop` is
 /// cancelled and the running jobs have returned (jobs still waiting are dropped).
-pub async fn dispatch<J, F, Fut>(
-    mut rx: mpsc::Receiver<J>,
-    workers: usize,
-    handle: F,
-    stop: CancellationToken,
-) where
+pub async fn dispatch<J, F, Fut>(mut rx: mpsc::Receiver<J>, workers: usize, handle: F, stop: CancellationToken)
+where
     J: Job,
     F: Fn(J) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -109,10 +100,7 @@ pub async fn dispatch<J, F, Fut>(
                 key
             });
         }
-        if (!open || stop.is_cancelled())
-            && running.is_empty()
-            && (queue.is_empty() || stop.is_cancelled())
-        {
+        if (!open || stop.is_cancelled()) && running.is_empty() && (queue.is_empty() || stop.is_cancelled()) {
             return;
         }
         tokio::select! {
@@ -198,19 +186,14 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let active = Arc::new(Mutex::new(HashSet::<Arc<str>>::new()));
         for n in 0..20 {
-            tx.send(j(if n % 2 == 0 { "a" } else { "b" }, n))
-                .await
-                .unwrap();
+            tx.send(j(if n % 2 == 0 { "a" } else { "b" }, n)).await.unwrap();
         }
         drop(tx);
         let (log2, active2) = (log.clone(), active.clone());
         let handle = move |job: J| {
             let (log, active) = (log2.clone(), active2.clone());
             async move {
-                assert!(
-                    active.lock().unwrap().insert(job.0.clone()),
-                    "key ran twice at once"
-                );
+                assert!(active.lock().unwrap().insert(job.0.clone()), "key ran twice at once");
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 active.lock().unwrap().remove(&job.0);
                 log.lock().unwrap().push(job);
@@ -218,12 +201,7 @@ mod tests {
         };
         dispatch(rx, 4, handle, CancellationToken::new()).await;
         let log = log.lock().unwrap();
-        let order = |k: &str| {
-            log.iter()
-                .filter(|x| &*x.0 == k)
-                .map(|x| x.1)
-                .collect::<Vec<_>>()
-        };
+        let order = |k: &str| log.iter().filter(|x| &*x.0 == k).map(|x| x.1).collect::<Vec<_>>();
         assert_eq!(order("a"), (0..20).step_by(2).collect::<Vec<_>>());
         assert_eq!(order("b"), (1..20).step_by(2).collect::<Vec<_>>());
     }

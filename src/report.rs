@@ -22,11 +22,7 @@ impl Reporter {
     /// Best effort: a failure to post is logged, never fatal.
     pub async fn warn(&self, object: &Value, reason: &str, message: &str) {
         let event = warning(object, reason, message);
-        let ns = event
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = event.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         if let Err(e) = api.create(&PostParams::default(), &event).await {
             tracing::warn!("cannot post a {reason} event: {e}");
@@ -36,12 +32,7 @@ impl Reporter {
 
 /// A core/v1 Event about `object` (pure, so it can be tested).
 pub fn warning(object: &Value, reason: &str, message: &str) -> Event {
-    let field = |path: &str| {
-        object
-            .pointer(path)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let field = |path: &str| object.pointer(path).and_then(Value::as_str).map(str::to_string);
     let name = field("/metadata/name").unwrap_or_default();
     let namespace = field("/metadata/namespace");
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -66,10 +57,7 @@ pub fn warning(object: &Value, reason: &str, message: &str) -> Event {
         first_timestamp: Some(Time(now)),
         last_timestamp: Some(Time(now)),
         event_time: None::<MicroTime>,
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: None,
-        }),
+        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
         reporting_component: Some(COMPONENT.into()),
         ..Event::default()
     }
@@ -93,11 +81,7 @@ mod tests {
 
     #[test]
     fn events_of_cluster_scoped_objects_go_to_default() {
-        let e = warning(
-            &json!({"kind": "Node", "metadata": {"name": "n"}}),
-            "HookFailed",
-            "x",
-        );
+        let e = warning(&json!({"kind": "Node", "metadata": {"name": "n"}}), "HookFailed", "x");
         assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(e.involved_object.namespace, None);
     }

@@ -37,19 +37,12 @@ pub struct Resolved {
 /// Asks the API server for every resource, retrying while it cannot be reached.
 pub async fn resolve(client: &Client, query: &str) -> Result<Resolved, ResolveError> {
     let candidates = with_retry(|| discover(client)).await?;
-    let found =
-        pick(&candidates, query).ok_or_else(|| ResolveError::UnknownType(query.to_string()))?;
-    if !["list", "watch"]
-        .iter()
-        .all(|v| found.verbs.iter().any(|x| x == v))
-    {
+    let found = pick(&candidates, query).ok_or_else(|| ResolveError::UnknownType(query.to_string()))?;
+    if !["list", "watch"].iter().all(|v| found.verbs.iter().any(|x| x == v)) {
         return Err(ResolveError::NotWatchable(query.to_string()));
     }
     let gvk = GroupVersionKind::gvk(&found.group, &found.version, &found.kind);
-    Ok(Resolved {
-        resource: ApiResource::from_gvk_with_plural(&gvk, &found.plural),
-        namespaced: found.namespaced,
-    })
+    Ok(Resolved { resource: ApiResource::from_gvk_with_plural(&gvk, &found.plural), namespaced: found.namespaced })
 }
 
 /// kubectl's order: short names first, then plural and singular names, then Kind;
@@ -57,25 +50,11 @@ pub async fn resolve(client: &Client, query: &str) -> Result<Resolved, ResolveEr
 pub fn pick<'a>(candidates: &'a [Candidate], query: &str) -> Option<&'a Candidate> {
     let q = query.to_ascii_lowercase();
     let forms: [fn(&Candidate) -> Vec<String>; 3] = [
-        |c| {
-            c.short_names
-                .iter()
-                .map(|s| s.to_ascii_lowercase())
-                .collect()
-        },
-        |c| {
-            vec![
-                c.plural.to_ascii_lowercase(),
-                c.singular.to_ascii_lowercase(),
-            ]
-        },
+        |c| c.short_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        |c| vec![c.plural.to_ascii_lowercase(), c.singular.to_ascii_lowercase()],
         |c| vec![c.kind.to_ascii_lowercase()],
     ];
-    forms.iter().find_map(|names| {
-        candidates
-            .iter()
-            .find(|c| names(c).iter().any(|name| matches(c, name, &q)))
-    })
+    forms.iter().find_map(|names| candidates.iter().find(|c| names(c).iter().any(|name| matches(c, name, &q))))
 }
 
 fn matches(c: &Candidate, name: &str, q: &str) -> bool {
@@ -124,9 +103,7 @@ async fn discover(client: &Client) -> Result<Vec<Candidate>, kube::Error> {
         let mut versions: Vec<_> = group.versions.iter().map(|v| v.version.clone()).collect();
         versions.sort_by_key(|v| Some(v) != preferred.as_ref());
         for version in versions {
-            let list = client
-                .list_api_group_resources(&format!("{}/{version}", group.name))
-                .await?;
+            let list = client.list_api_group_resources(&format!("{}/{version}", group.name)).await?;
             out.extend(candidates(&group.name, &version, list));
         }
     }
@@ -139,23 +116,16 @@ fn candidates(
     list: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList,
 ) -> impl Iterator<Item = Candidate> {
     let (group, version) = (group.to_string(), version.to_string());
-    list.resources
-        .into_iter()
-        .filter(|r| !r.name.contains('/'))
-        .map(move |r| Candidate {
-            group: group.clone(),
-            version: version.clone(),
-            singular: if r.singular_name.is_empty() {
-                r.kind.to_ascii_lowercase()
-            } else {
-                r.singular_name
-            },
-            plural: r.name,
-            kind: r.kind,
-            short_names: r.short_names.unwrap_or_default(),
-            namespaced: r.namespaced,
-            verbs: r.verbs,
-        })
+    list.resources.into_iter().filter(|r| !r.name.contains('/')).map(move |r| Candidate {
+        group: group.clone(),
+        version: version.clone(),
+        singular: if r.singular_name.is_empty() { r.kind.to_ascii_lowercase() } else { r.singular_name },
+        plural: r.name,
+        kind: r.kind,
+        short_names: r.short_names.unwrap_or_default(),
+        namespaced: r.namespaced,
+        verbs: r.verbs,
+    })
 }
 
 #[cfg(test)]
@@ -178,21 +148,11 @@ mod tests {
     fn table() -> Vec<Candidate> {
         vec![
             c("", "pods", "Pod", &["po"]),
-            c(
-                "",
-                "persistentvolumeclaims",
-                "PersistentVolumeClaim",
-                &["pvc"],
-            ),
+            c("", "persistentvolumeclaims", "PersistentVolumeClaim", &["pvc"]),
             c("", "events", "Event", &["ev"]),
             c("apps", "deployments", "Deployment", &["deploy"]),
             c("events.k8s.io", "events", "Event", &["ev"]),
-            c(
-                "zalando.org",
-                "ephemeralvolumeclaims",
-                "EphemeralVolumeClaim",
-                &["evc", "evcs"],
-            ),
+            c("zalando.org", "ephemeralvolumeclaims", "EphemeralVolumeClaim", &["evc", "evcs"]),
         ]
     }
 
@@ -209,23 +169,14 @@ mod tests {
 
     #[test]
     fn short_names_of_custom_resources_resolve() {
-        assert_eq!(
-            plural_of("evc").as_deref(),
-            Some("ephemeralvolumeclaims.zalando.org")
-        );
+        assert_eq!(plural_of("evc").as_deref(), Some("ephemeralvolumeclaims.zalando.org"));
         assert_eq!(plural_of("pvc").as_deref(), Some("persistentvolumeclaims."));
     }
 
     #[test]
     fn group_qualified_names_resolve() {
-        assert_eq!(
-            plural_of("deployments.apps").as_deref(),
-            Some("deployments.apps")
-        );
-        assert_eq!(
-            plural_of("deployments.v1.apps").as_deref(),
-            Some("deployments.apps")
-        );
+        assert_eq!(plural_of("deployments.apps").as_deref(), Some("deployments.apps"));
+        assert_eq!(plural_of("deployments.v1.apps").as_deref(), Some("deployments.apps"));
         assert_eq!(
             plural_of("ephemeralvolumeclaims.zalando.org").as_deref(),
             Some("ephemeralvolumeclaims.zalando.org")
@@ -235,10 +186,7 @@ mod tests {
     #[test]
     fn the_core_group_wins_a_shared_name() {
         assert_eq!(plural_of("events").as_deref(), Some("events."));
-        assert_eq!(
-            plural_of("events.events.k8s.io").as_deref(),
-            Some("events.events.k8s.io")
-        );
+        assert_eq!(plural_of("events.events.k8s.io").as_deref(), Some("events.events.k8s.io"));
     }
 
     #[test]

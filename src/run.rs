@@ -2,12 +2,14 @@
 
 use crate::config::{Config, Scope};
 use crate::deliver::Deliverer;
+use crate::finalizer::Finalizers;
 use crate::hooks::HookDir;
 use crate::hooks::env::Settings;
 use crate::hooks::spawn::Limits;
+use crate::journal::Journal;
 use crate::report::Reporter;
 use crate::resolve::{self, Resolved};
-use crate::watch::{Tracker, Watch};
+use crate::watch::{ObjectEvent, Tracker, Watch};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -23,9 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub enum RunError {
     #[error("cannot read kubeconfig")]
     Kubeconfig(#[source] kube::config::KubeconfigError),
-    #[error(
-        "cannot find a Kubernetes configuration (no -k, no $KUBECONFIG, no ~/.kube/config, not in a cluster)"
-    )]
+    #[error("cannot find a Kubernetes configuration (no -k, no $KUBECONFIG, no ~/.kube/config, not in a cluster)")]
     InferConfig(#[source] kube::config::InferConfigError),
     #[error("cannot create the Kubernetes client")]
     Client(#[source] kube::Error),
@@ -37,8 +37,8 @@ pub enum RunError {
     EventDir(#[source] std::io::Error),
     #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
-    #[error("{0} is not available yet")]
-    NotYet(&'static str),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -46,12 +46,6 @@ pub enum RunError {
 const WATCH_TIMEOUT_SECS: u32 = 120;
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
-    if cfg.queue.is_some() {
-        return Err(RunError::NotYet("-q/--queue"));
-    }
-    if cfg.finalizer.is_some() {
-        return Err(RunError::NotYet("--finalizer"));
-    }
     let (client, default_ns) = client(&cfg).await?;
     let resolved = resolve::resolve(&client, &cfg.object).await?;
     let watch = Watch {
@@ -60,56 +54,73 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         config: watcher_config(&cfg),
         resync: cfg.resync,
         log_events: cfg.log.events,
+        finalizer: cfg.finalizer.clone(),
     };
     watch.check().await?;
-    tracing::info!(
-        "watching {} ({}) with hooks from {}",
-        resolved.resource.plural,
-        scope_text(&cfg, &resolved, &default_ns),
-        cfg.hooks_dir.display()
-    );
+    let scope = scope_text(&cfg, &resolved, &default_ns);
+    tracing::info!("watching {} ({scope}) with hooks from {}", resolved.resource.plural, cfg.hooks_dir.display());
     let stop = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
-    let event_dir = EventDir::create()?;
-    let deliverer = Arc::new(deliverer(&cfg, client, event_dir.0.clone(), stop.clone()));
-    let (tx, rx) = mpsc::channel(1024);
-    let handle = move |ev: crate::watch::ObjectEvent| {
-        let d = deliverer.clone();
-        async move {
-            d.deliver(&ev).await;
-        }
-    };
-    let dispatcher = tokio::spawn(crate::queue::dispatch(
-        rx,
-        cfg.workers,
-        handle,
-        stop.clone(),
-    ));
-    let watched = watch
-        .run(Tracker::new(cfg.changes_only), tx, stop.clone())
-        .await;
-    stop.cancel();
-    let _ = dispatcher.await;
+    let result = serve(&cfg, client, &resolved, watch, stop).await;
     signals.abort();
     tracing::info!("stopped");
+    result
+}
+
+/// Runs the queue and the watch until a signal; unfinished events of the durable
+/// queue go first.
+async fn serve(
+    cfg: &Config,
+    client: Client,
+    r: &Resolved,
+    watch: Watch,
+    stop: CancellationToken,
+) -> Result<(), RunError> {
+    let event_dir = EventDir::create()?;
+    let (journal, unfinished) = open_journal(cfg)?;
+    let mut deliverer = deliverer(cfg, client.clone(), event_dir.0.clone(), stop.clone());
+    deliverer.journal = journal.clone();
+    deliverer.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
+        client,
+        resource: r.resource.clone(),
+        namespaced: r.namespaced,
+        name,
+    });
+    let deliverer = Arc::new(deliverer);
+    let (tx, rx) = mpsc::channel(1024);
+    let handle = move |ev: ObjectEvent| {
+        let d = deliverer.clone();
+        async move {
+            d.handle(&ev).await;
+        }
+    };
+    let dispatcher = tokio::spawn(crate::queue::dispatch(rx, cfg.workers, handle, stop.clone()));
+    for ev in unfinished {
+        let _ = tx.send(ev).await;
+    }
+    let watched = watch.run(Tracker::new(cfg.changes_only), tx, journal, stop.clone()).await;
+    stop.cancel();
+    let _ = dispatcher.await;
     watched.map_err(RunError::from)
 }
 
+fn open_journal(cfg: &Config) -> Result<(Option<Arc<Journal>>, Vec<ObjectEvent>), RunError> {
+    let Some(path) = &cfg.queue else { return Ok((None, Vec::new())) };
+    let (journal, unfinished) = Journal::open(path, cfg.reset_queue)?;
+    if !unfinished.is_empty() {
+        tracing::info!("queue {}: delivering {} unfinished events first", path.display(), unfinished.len());
+    }
+    Ok((Some(Arc::new(journal)), unfinished))
+}
+
 async fn client(cfg: &Config) -> Result<(Client, String), RunError> {
-    let opts = KubeConfigOptions {
-        context: cfg.context.clone(),
-        ..KubeConfigOptions::default()
-    };
+    let opts = KubeConfigOptions { context: cfg.context.clone(), ..KubeConfigOptions::default() };
     let mut kc = match &cfg.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path).map_err(RunError::Kubeconfig)?;
-            kube::Config::from_custom_kubeconfig(file, &opts)
-                .await
-                .map_err(RunError::Kubeconfig)?
+            kube::Config::from_custom_kubeconfig(file, &opts).await.map_err(RunError::Kubeconfig)?
         }
-        None if cfg.context.is_some() => kube::Config::from_kubeconfig(&opts)
-            .await
-            .map_err(RunError::Kubeconfig)?,
+        None if cfg.context.is_some() => kube::Config::from_kubeconfig(&opts).await.map_err(RunError::Kubeconfig)?,
         None => kube::Config::infer().await.map_err(RunError::InferConfig)?,
     };
     kc.read_timeout = Some(Duration::from_secs(u64::from(WATCH_TIMEOUT_SECS) + 30));
@@ -146,16 +157,10 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
     wc
 }
 
-fn deliverer(
-    cfg: &Config,
-    client: Client,
-    event_dir: PathBuf,
-    stop: CancellationToken,
-) -> Deliverer {
+fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
-    let inherited: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix))
-        .collect();
+    let inherited: Vec<(OsString, OsString)> =
+        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix)).collect();
     let settings = Settings {
         inherited,
         log_file: cfg.log.file.clone(),
@@ -164,10 +169,7 @@ fn deliverer(
         hook_env: cfg.hook_env.clone(),
         arg_max: arg_max(),
     };
-    let limits = Limits {
-        timeout: cfg.hook_timeout,
-        grace: cfg.grace_period,
-    };
+    let limits = Limits { timeout: cfg.hook_timeout, grace: cfg.grace_period };
     Deliverer::new(
         HookDir::new(&cfg.hooks_dir),
         settings,

@@ -10,12 +10,16 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::journal::Journal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("the API server refused to list {resource}: {message}")]
     ListRefused { resource: String, message: String },
     #[error("the event queue closed")]
     QueueClosed,
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// What happened to an object; also the hook's name (lower case).
@@ -48,12 +52,27 @@ impl EventType {
     }
 }
 
+/// What --finalizer mode must do around the hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalizerAction {
+    #[default]
+    None,
+    /// The object lacks the finalizer: add it before the hook runs.
+    Add,
+    /// The object is being deleted: remove the finalizer once the deleted hook succeeded.
+    Remove,
+}
+
 /// One event for one object: its key (`namespace/name`) and its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectEvent {
     pub kind: EventType,
     pub key: Arc<str>,
     pub object: Arc<str>,
+    pub finalizer: FinalizerAction,
+    /// Its entry in the durable queue (0: none).
+    pub id: u64,
 }
 
 /// The identity and last JSON of an object, as the tracker needs them.
@@ -63,12 +82,15 @@ pub struct Seen {
     pub uid: Box<str>,
     pub version: Box<str>,
     pub object: Arc<str>,
+    pub finalizer: FinalizerAction,
 }
 
 struct Known {
     uid: Box<str>,
     version: Box<str>,
     object: Arc<str>,
+    /// The deleted hook was already given this object (finalizer mode).
+    finalized: bool,
 }
 
 /// Remembers each object's last version so that re-lists give exactly the changes
@@ -83,10 +105,7 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(changes_only: bool) -> Self {
-        Tracker {
-            changes_only,
-            ..Tracker::default()
-        }
+        Tracker { changes_only, ..Tracker::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -105,26 +124,33 @@ impl Tracker {
         }
         let silent = self.changes_only && !self.listed_once && self.relisted.is_some();
         let mut out = Vec::new();
+        let mut finalized = false;
         let kind = match self.known.get(&seen.key) {
             Some(k) if k.uid != seen.uid => {
-                out.push(event(EventType::Deleted, &seen.key, &k.object));
+                if !k.finalized {
+                    out.push(event(EventType::Deleted, &seen.key, &k.object));
+                }
                 EventType::Added
             }
             Some(k) if k.version == seen.version => return out,
-            Some(_) => EventType::Modified,
+            Some(k) => {
+                finalized = k.finalized;
+                EventType::Modified
+            }
             None => EventType::Added,
         };
-        if !silent {
-            out.push(event(kind, &seen.key, &seen.object));
+        let finalizing = seen.finalizer == FinalizerAction::Remove;
+        if finalizing && !finalized {
+            // Being deleted and held by our finalizer: the deleted hook's turn, even with -c.
+            let ev = event(EventType::Deleted, &seen.key, &seen.object);
+            out.push(ObjectEvent { finalizer: FinalizerAction::Remove, ..ev });
+        } else if !silent && !finalizing {
+            let ev = event(kind, &seen.key, &seen.object);
+            out.push(ObjectEvent { finalizer: seen.finalizer, ..ev });
         }
-        self.known.insert(
-            seen.key,
-            Known {
-                uid: seen.uid,
-                version: seen.version,
-                object: seen.object,
-            },
-        );
+        let known =
+            Known { uid: seen.uid, version: seen.version, object: seen.object, finalized: finalizing || finalized };
+        self.known.insert(seen.key, known);
         out
     }
 
@@ -134,18 +160,11 @@ impl Tracker {
         let Some(listed) = self.relisted.take() else {
             return Vec::new();
         };
-        let mut gone: Vec<Arc<str>> = self
-            .known
-            .keys()
-            .filter(|k| !listed.contains(*k))
-            .cloned()
-            .collect();
+        let mut gone: Vec<Arc<str>> = self.known.keys().filter(|k| !listed.contains(*k)).cloned().collect();
         gone.sort();
         gone.into_iter()
             .filter_map(|key| {
-                self.known
-                    .remove(&key)
-                    .map(|k| event(EventType::Deleted, &key, &k.object))
+                self.known.remove(&key).filter(|k| !k.finalized).map(|k| event(EventType::Deleted, &key, &k.object))
             })
             .collect()
     }
@@ -153,52 +172,54 @@ impl Tracker {
     /// An object was deleted; its final state is what the hook gets.
     pub fn delete(&mut self, seen: Seen) -> Vec<ObjectEvent> {
         match self.known.remove(&seen.key) {
-            Some(_) => vec![event(EventType::Deleted, &seen.key, &seen.object)],
-            None => Vec::new(),
+            Some(k) if !k.finalized => vec![event(EventType::Deleted, &seen.key, &seen.object)],
+            _ => Vec::new(),
         }
     }
 
     /// Every known object again, for --resync.
     pub fn sync(&self) -> Vec<ObjectEvent> {
-        let mut out: Vec<_> = self
-            .known
-            .iter()
-            .map(|(key, k)| event(EventType::Sync, key, &k.object))
-            .collect();
+        let mut out: Vec<_> = self.known.iter().map(|(key, k)| event(EventType::Sync, key, &k.object)).collect();
         out.sort_by(|a, b| a.key.cmp(&b.key));
         out
     }
 }
 
 fn event(kind: EventType, key: &Arc<str>, object: &Arc<str>) -> ObjectEvent {
-    ObjectEvent {
-        kind,
-        key: key.clone(),
-        object: object.clone(),
+    ObjectEvent { kind, key: key.clone(), object: object.clone(), finalizer: FinalizerAction::None, id: 0 }
+}
+
+/// What the finalizer `name` (if any) asks for this object.
+pub fn finalizer_action(obj: &DynamicObject, name: Option<&str>) -> FinalizerAction {
+    let Some(name) = name else {
+        return FinalizerAction::None;
+    };
+    let has = obj.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == name));
+    match (obj.metadata.deletion_timestamp.is_some(), has) {
+        (true, true) => FinalizerAction::Remove,
+        (false, false) => FinalizerAction::Add,
+        _ => FinalizerAction::None,
     }
 }
 
 /// Lists return items without apiVersion and kind; hooks expect them.
-pub fn seen(mut obj: DynamicObject, resource: &ApiResource) -> Seen {
+pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&str>) -> Seen {
+    let action = finalizer_action(&obj, finalizer);
     if obj.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
-        obj.types = Some(TypeMeta {
-            api_version: resource.api_version.clone(),
-            kind: resource.kind.clone(),
-        });
+        obj.types = Some(TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
     let key: Arc<str> = match &obj.metadata.namespace {
         Some(ns) => format!("{ns}/{name}").into(),
         None => name.into(),
     };
-    let object: Arc<str> = serde_json::to_string(&obj)
-        .unwrap_or_else(|_| "{}".into())
-        .into();
+    let object: Arc<str> = serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()).into();
     Seen {
         key,
         uid: obj.metadata.uid.unwrap_or_default().into(),
         version: obj.metadata.resource_version.unwrap_or_default().into(),
         object,
+        finalizer: action,
     }
 }
 
@@ -209,6 +230,7 @@ pub struct Watch {
     pub config: watcher::Config,
     pub resync: Option<Duration>,
     pub log_events: bool,
+    pub finalizer: Option<String>,
 }
 
 impl Watch {
@@ -222,10 +244,7 @@ impl Watch {
             match self.api.list_metadata(&lp).await {
                 Ok(_) => return Ok(()),
                 Err(e) if crate::resolve::is_connection_error(&e) => {
-                    tracing::warn!(
-                        "cannot list {}: {e}; retrying in {delay:?}",
-                        self.resource.plural
-                    );
+                    tracing::warn!("cannot list {}: {e}; retrying in {delay:?}", self.resource.plural);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
@@ -244,6 +263,7 @@ impl Watch {
         self,
         mut tracker: Tracker,
         tx: mpsc::Sender<ObjectEvent>,
+        journal: Option<Arc<Journal>>,
         cancel: CancellationToken,
     ) -> Result<(), WatchError> {
         let stream = watcher(self.api.clone(), self.config.clone()).default_backoff();
@@ -261,17 +281,16 @@ impl Watch {
                     Some(Ok(ev)) => { report_recovery(&mut outage); self.on_event(&mut tracker, ev) }
                 },
             };
-            for ev in events {
+            for mut ev in events {
+                if let (Some(j), false) = (&journal, ev.kind == EventType::Sync) {
+                    j.add(&mut ev)?;
+                }
                 tx.send(ev).await.map_err(|_| WatchError::QueueClosed)?;
             }
         }
     }
 
-    fn on_event(
-        &self,
-        tracker: &mut Tracker,
-        ev: watcher::Event<DynamicObject>,
-    ) -> Vec<ObjectEvent> {
+    fn on_event(&self, tracker: &mut Tracker, ev: watcher::Event<DynamicObject>) -> Vec<ObjectEvent> {
         match ev {
             watcher::Event::Init => {
                 tracing::debug!("listing {}", self.resource.plural);
@@ -280,19 +299,15 @@ impl Watch {
             }
             watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
                 self.log_raw("APPLY", &obj);
-                tracker.apply(seen(obj, &self.resource))
+                tracker.apply(seen(obj, &self.resource, self.finalizer.as_deref()))
             }
             watcher::Event::Delete(obj) => {
                 self.log_raw("DELETE", &obj);
-                tracker.delete(seen(obj, &self.resource))
+                tracker.delete(seen(obj, &self.resource, self.finalizer.as_deref()))
             }
             watcher::Event::InitDone => {
                 let out = tracker.init_done();
-                tracing::info!(
-                    "listed {} {}; watching for changes",
-                    tracker.len(),
-                    self.resource.plural
-                );
+                tracing::info!("listed {} {}; watching for changes", tracker.len(), self.resource.plural);
                 out
             }
         }
@@ -301,10 +316,7 @@ impl Watch {
     fn log_raw(&self, what: &str, obj: &DynamicObject) {
         if self.log_events {
             let json = serde_json::to_string(obj).unwrap_or_default();
-            tracing::info!(
-                "event {what} {}: {json}",
-                obj.metadata.name.as_deref().unwrap_or("")
-            );
+            tracing::info!("event {what} {}: {json}", obj.metadata.name.as_deref().unwrap_or(""));
         }
     }
 }
@@ -334,7 +346,30 @@ mod tests {
             uid: uid.into(),
             version: version.into(),
             object: format!("{{\"name\":\"{name}\",\"v\":\"{version}\"}}").into(),
+            finalizer: FinalizerAction::None,
         }
+    }
+
+    fn deleting(name: &str, uid: &str, version: &str) -> Seen {
+        Seen { finalizer: FinalizerAction::Remove, ..obj(name, uid, version) }
+    }
+
+    #[test]
+    fn a_deleting_object_held_by_our_finalizer_goes_to_the_deleted_hook_once() {
+        let mut t = Tracker::new(false);
+        t.apply(obj("a", "1", "10"));
+        let out = t.apply(deleting("a", "1", "11"));
+        assert_eq!(kinds(&out), vec![(EventType::Deleted, "ns/a")]);
+        assert_eq!(out[0].finalizer, FinalizerAction::Remove);
+        assert!(t.apply(deleting("a", "1", "12")).is_empty(), "no second DELETED while it lingers");
+        assert!(t.delete(obj("a", "1", "13")).is_empty(), "no second DELETED when it goes");
+    }
+
+    #[test]
+    fn an_object_deleted_while_the_runner_was_down_is_finalized_at_start() {
+        let mut t = Tracker::new(true);
+        let out = listed(&mut t, vec![deleting("a", "1", "10")]);
+        assert_eq!(kinds(&out), vec![(EventType::Deleted, "ns/a")]);
     }
 
     fn kinds(events: &[ObjectEvent]) -> Vec<(EventType, &str)> {
@@ -352,52 +387,25 @@ mod tests {
     fn existing_objects_are_added_at_start() {
         let mut t = Tracker::new(false);
         let out = listed(&mut t, vec![obj("a", "1", "10"), obj("b", "2", "11")]);
-        assert_eq!(
-            kinds(&out),
-            vec![(EventType::Added, "ns/a"), (EventType::Added, "ns/b")]
-        );
+        assert_eq!(kinds(&out), vec![(EventType::Added, "ns/a"), (EventType::Added, "ns/b")]);
     }
 
     #[test]
     fn changes_only_skips_existing_objects_but_not_new_ones() {
         let mut t = Tracker::new(true);
         assert!(listed(&mut t, vec![obj("a", "1", "10")]).is_empty());
-        assert_eq!(
-            kinds(&t.apply(obj("a", "1", "12"))),
-            vec![(EventType::Modified, "ns/a")]
-        );
-        assert_eq!(
-            kinds(&t.apply(obj("b", "2", "13"))),
-            vec![(EventType::Added, "ns/b")]
-        );
+        assert_eq!(kinds(&t.apply(obj("a", "1", "12"))), vec![(EventType::Modified, "ns/a")]);
+        assert_eq!(kinds(&t.apply(obj("b", "2", "13"))), vec![(EventType::Added, "ns/b")]);
     }
 
     #[test]
     fn relist_gives_only_the_changes_of_the_gap() {
         let mut t = Tracker::new(false);
-        listed(
-            &mut t,
-            vec![
-                obj("same", "1", "10"),
-                obj("changed", "2", "11"),
-                obj("gone", "3", "12"),
-            ],
-        );
-        let out = listed(
-            &mut t,
-            vec![
-                obj("same", "1", "10"),
-                obj("changed", "2", "20"),
-                obj("new", "4", "21"),
-            ],
-        );
+        listed(&mut t, vec![obj("same", "1", "10"), obj("changed", "2", "11"), obj("gone", "3", "12")]);
+        let out = listed(&mut t, vec![obj("same", "1", "10"), obj("changed", "2", "20"), obj("new", "4", "21")]);
         assert_eq!(
             kinds(&out),
-            vec![
-                (EventType::Modified, "ns/changed"),
-                (EventType::Added, "ns/new"),
-                (EventType::Deleted, "ns/gone")
-            ]
+            vec![(EventType::Modified, "ns/changed"), (EventType::Added, "ns/new"), (EventType::Deleted, "ns/gone")]
         );
     }
 
@@ -414,10 +422,7 @@ mod tests {
         let mut t = Tracker::new(false);
         listed(&mut t, vec![obj("a", "1", "10")]);
         let out = listed(&mut t, vec![obj("a", "9", "30")]);
-        assert_eq!(
-            kinds(&out),
-            vec![(EventType::Deleted, "ns/a"), (EventType::Added, "ns/a")]
-        );
+        assert_eq!(kinds(&out), vec![(EventType::Deleted, "ns/a"), (EventType::Added, "ns/a")]);
     }
 
     #[test]
@@ -432,10 +437,7 @@ mod tests {
         let mut t = Tracker::new(false);
         assert!(t.delete(obj("x", "1", "1")).is_empty());
         t.apply(obj("a", "1", "10"));
-        assert_eq!(
-            kinds(&t.delete(obj("a", "1", "11"))),
-            vec![(EventType::Deleted, "ns/a")]
-        );
+        assert_eq!(kinds(&t.delete(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
         assert!(t.delete(obj("a", "1", "11")).is_empty());
     }
 
@@ -443,9 +445,6 @@ mod tests {
     fn sync_lists_every_known_object() {
         let mut t = Tracker::new(false);
         listed(&mut t, vec![obj("b", "2", "1"), obj("a", "1", "1")]);
-        assert_eq!(
-            kinds(&t.sync()),
-            vec![(EventType::Sync, "ns/a"), (EventType::Sync, "ns/b")]
-        );
+        assert_eq!(kinds(&t.sync()), vec![(EventType::Sync, "ns/a"), (EventType::Sync, "ns/b")]);
     }
 }

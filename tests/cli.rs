@@ -14,19 +14,10 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        text(out.stdout),
-        text(out.stderr),
-    )
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
 }
 
 #[test]
@@ -51,32 +42,20 @@ fn bad_arguments_exit_2_naming_the_argument() {
         let (code, _, err) = run(&args, "");
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?} should name {needle}: {err}");
-        assert!(
-            err.contains("--help"),
-            "{args:?} should hint at --help: {err}"
-        );
+        assert!(err.contains("--help"), "{args:?} should hint at --help: {err}");
     }
 }
 
 #[test]
 fn flatten_prints_sorted_variables() {
-    let (code, out, _) = run(
-        &["flatten"],
-        r#"{"type":"ADDED","object":{"metadata":{"name":"n"},"spec":{"b":true}}}"#,
-    );
+    let (code, out, _) = run(&["flatten"], r#"{"type":"ADDED","object":{"metadata":{"name":"n"},"spec":{"b":true}}}"#);
     assert_eq!(code, 0);
-    assert_eq!(
-        out,
-        "EVENT_OBJECT_METADATA_NAME=n\nEVENT_OBJECT_SPEC_B=1\nEVENT_TYPE=ADDED\n"
-    );
+    assert_eq!(out, "EVENT_OBJECT_METADATA_NAME=n\nEVENT_OBJECT_SPEC_B=1\nEVENT_TYPE=ADDED\n");
 }
 
 #[test]
 fn flatten_honours_filters_and_prefix() {
-    let (code, out, _) = run(
-        &["flatten", "-s", "--prefix", "K"],
-        r#"{"object":{"spec":{"a":1},"kind":"X"}}"#,
-    );
+    let (code, out, _) = run(&["flatten", "-s", "--prefix", "K"], r#"{"object":{"spec":{"a":1},"kind":"X"}}"#);
     assert_eq!(code, 0);
     assert_eq!(out, "K_OBJECT_KIND=X\n");
 }

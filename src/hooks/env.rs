@@ -28,12 +28,7 @@ pub struct Settings {
 }
 
 /// Later entries win: inherited < LOG_*/KUBECONFIG < -E pairs < the event's variables.
-pub fn command(
-    program: PathBuf,
-    event_vars: Vec<(String, String)>,
-    event_file: PathBuf,
-    s: &Settings,
-) -> HookCommand {
+pub fn command(program: PathBuf, event_vars: Vec<(String, String)>, event_file: PathBuf, s: &Settings) -> HookCommand {
     let mut runner: Vec<(OsString, OsString)> = Vec::new();
     if let Some(f) = &s.log_file {
         runner.push(("LOG_FILE".into(), f.into()));
@@ -45,41 +40,22 @@ pub fn command(
     runner.extend(s.hook_env.iter().map(|(k, v)| (k.into(), v.into())));
     runner.push(("EVENT_FILE".into(), event_file.into()));
     let base = merge(&s.inherited, runner);
-    let budget = s
-        .arg_max
-        .saturating_sub(env_bytes(&base) + program.as_os_str().len() + 64 + 4096);
+    let budget = s.arg_max.saturating_sub(env_bytes(&base) + program.as_os_str().len() + 64 + 4096);
     let (kept, dropped) = fit(event_vars, budget);
-    let env = merge(
-        &base,
-        kept.into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect(),
-    );
-    HookCommand {
-        program,
-        env,
-        dropped,
-    }
+    let env = merge(&base, kept.into_iter().map(|(k, v)| (k.into(), v.into())).collect());
+    HookCommand { program, env, dropped }
 }
 
-fn merge(
-    base: &[(OsString, OsString)],
-    over: Vec<(OsString, OsString)>,
-) -> Vec<(OsString, OsString)> {
-    let mut out: Vec<(OsString, OsString)> = base
-        .iter()
-        .filter(|(k, _)| !over.iter().any(|(o, _)| o == k))
-        .cloned()
-        .collect();
+fn merge(base: &[(OsString, OsString)], over: Vec<(OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> =
+        base.iter().filter(|(k, _)| !over.iter().any(|(o, _)| o == k)).cloned().collect();
     out.extend(over);
     out
 }
 
 /// Bytes the kernel counts for these variables: `NAME=value\0` and a pointer each.
 pub fn env_bytes(vars: &[(OsString, OsString)]) -> usize {
-    vars.iter()
-        .map(|(k, v)| k.as_bytes().len() + v.as_bytes().len() + 2 + 8)
-        .sum()
+    vars.iter().map(|(k, v)| k.as_bytes().len() + v.as_bytes().len() + 2 + 8).sum()
 }
 
 /// Keeps as many variables as fit in `budget` bytes, dropping the largest first.
@@ -117,19 +93,11 @@ mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        Settings {
-            arg_max: 2 * 1024 * 1024,
-            log_level: 1,
-            ..Settings::default()
-        }
+        Settings { arg_max: 2 * 1024 * 1024, log_level: 1, ..Settings::default() }
     }
 
     fn get<'a>(cmd: &'a HookCommand, name: &str) -> Option<&'a str> {
-        cmd.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_str().unwrap())
+        cmd.env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.to_str().unwrap())
     }
 
     fn var(k: &str, v: &str) -> (String, String) {
@@ -138,12 +106,7 @@ mod tests {
 
     #[test]
     fn event_variables_and_event_file_are_set() {
-        let cmd = command(
-            "/h/added".into(),
-            vec![var("EVENT_TYPE", "ADDED")],
-            "/tmp/e.json".into(),
-            &settings(),
-        );
+        let cmd = command("/h/added".into(), vec![var("EVENT_TYPE", "ADDED")], "/tmp/e.json".into(), &settings());
         assert_eq!(get(&cmd, "EVENT_TYPE"), Some("ADDED"));
         assert_eq!(get(&cmd, "EVENT_FILE"), Some("/tmp/e.json"));
         assert_eq!(get(&cmd, "LOG_LEVEL"), Some("1"));
@@ -154,12 +117,7 @@ mod tests {
         let mut s = settings();
         s.inherited = vec![("A".into(), "old".into())];
         s.hook_env = vec![var("A", "new"), var("EVENT_TYPE", "spoofed")];
-        let cmd = command(
-            "/h".into(),
-            vec![var("EVENT_TYPE", "ADDED")],
-            "/f".into(),
-            &s,
-        );
+        let cmd = command("/h".into(), vec![var("EVENT_TYPE", "ADDED")], "/f".into(), &s);
         assert_eq!(get(&cmd, "A"), Some("new"));
         assert_eq!(get(&cmd, "EVENT_TYPE"), Some("ADDED"));
         assert_eq!(cmd.env.iter().filter(|(k, _)| k == "A").count(), 1);
@@ -177,11 +135,7 @@ mod tests {
 
     #[test]
     fn too_large_an_environment_drops_the_largest_variables_by_name() {
-        let vars = vec![
-            var("EVENT_A", "x"),
-            var("EVENT_BIG", &"y".repeat(1000)),
-            var("EVENT_C", "z"),
-        ];
+        let vars = vec![var("EVENT_A", "x"), var("EVENT_BIG", &"y".repeat(1000)), var("EVENT_C", "z")];
         let (kept, dropped) = fit(vars, 100);
         assert_eq!(dropped, vec!["EVENT_BIG"]);
         assert_eq!(kept, vec![var("EVENT_A", "x"), var("EVENT_C", "z")]);

@@ -26,9 +26,7 @@ pub struct HookDir {
 
 impl HookDir {
     pub fn new(dir: &Path) -> Self {
-        HookDir {
-            dir: dir.to_path_buf(),
-        }
+        HookDir { dir: dir.to_path_buf() }
     }
 
     /// The hook for `name` (added, modified, deleted, sync); looked up for every event
@@ -71,19 +69,13 @@ mod tests {
     #[test]
     fn executable_hook_is_found() {
         let dir = dir_with("added", 0o755);
-        assert_eq!(
-            HookDir::new(dir.path()).find("added").unwrap(),
-            Some(dir.path().join("added"))
-        );
+        assert_eq!(HookDir::new(dir.path()).find("added").unwrap(), Some(dir.path().join("added")));
     }
 
     #[test]
     fn non_executable_hook_asks_for_chmod() {
         let dir = dir_with("added", 0o644);
-        let err = HookDir::new(dir.path())
-            .find("added")
-            .unwrap_err()
-            .to_string();
+        let err = HookDir::new(dir.path()).find("added").unwrap_err().to_string();
         assert!(err.contains("chmod +x"), "{err}");
     }
 

@@ -43,12 +43,7 @@ pub struct Limits {
 }
 
 /// Runs the hook; `label` tags its output lines (`added ns/name`).
-pub async fn run(
-    cmd: &HookCommand,
-    label: &str,
-    limits: Limits,
-    stop: &CancellationToken,
-) -> Outcome {
+pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &CancellationToken) -> Outcome {
     let mut child = match start(cmd) {
         Ok(child) => child,
         Err(e) => return Outcome::NotStarted(e),
@@ -79,12 +74,7 @@ fn start(cmd: &HookCommand) -> std::io::Result<Child> {
         .spawn()
 }
 
-async fn supervise(
-    child: &mut Child,
-    pgid: Option<Pid>,
-    limits: Limits,
-    stop: &CancellationToken,
-) -> Outcome {
+async fn supervise(child: &mut Child, pgid: Option<Pid>, limits: Limits, stop: &CancellationToken) -> Outcome {
     tokio::select! {
         status = child.wait() => return status_outcome(status),
         _ = tokio::time::sleep(limits.timeout) => {}
@@ -164,56 +154,39 @@ mod tests {
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         let env = vec![("PATH".into(), std::env::var_os("PATH").unwrap())];
-        (
-            dir,
-            HookCommand {
-                program: path,
-                env,
-                dropped: vec![],
-            },
-        )
+        (dir, HookCommand { program: path, env, dropped: vec![] })
     }
 
     fn limits(ms: u64) -> Limits {
-        Limits {
-            timeout: Duration::from_millis(ms),
-            grace: Duration::from_millis(200),
-        }
+        Limits { timeout: Duration::from_millis(ms), grace: Duration::from_millis(200) }
     }
 
     #[tokio::test]
     async fn exit_status_is_reported() {
         let (_d, cmd) = script("exit 3");
-        assert!(matches!(
-            run(&cmd, "t", limits(5000), &CancellationToken::new()).await,
-            Outcome::Failed(3)
-        ));
+        assert!(matches!(run(&cmd, "t", limits(5000), &CancellationToken::new()).await, Outcome::Failed(3)));
     }
 
     #[tokio::test]
     async fn a_hanging_hook_and_its_children_are_ended_at_the_timeout() {
         let (d, cmd) = script("sleep 30 & echo $! > \"$0.child\"; wait");
         let started = std::time::Instant::now();
-        assert!(matches!(
-            run(&cmd, "t", limits(300), &CancellationToken::new()).await,
-            Outcome::TimedOut
-        ));
+        assert!(matches!(run(&cmd, "t", limits(300), &CancellationToken::new()).await, Outcome::TimedOut));
         assert!(started.elapsed() < Duration::from_secs(5));
-        let child: i32 = std::fs::read_to_string(d.path().join("hook.child"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let child: i32 = std::fs::read_to_string(d.path().join("hook.child")).unwrap().trim().parse().unwrap();
         // Gone, or a zombie waiting for init to reap it: either way no longer running.
-        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "the hook's child survived: {stat}"
-        );
+        let running = || {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).map(str::to_string);
+            !matches!(state.as_deref(), None | Some("Z") | Some("X"))
+        };
+        for _ in 0..50 {
+            if !running() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        panic!("the hook's child survived the timeout");
     }
 
     #[tokio::test]
@@ -221,22 +194,12 @@ mod tests {
         let (_d, cmd) = script("sleep 0.1; exit 0");
         let stop = CancellationToken::new();
         stop.cancel();
-        assert!(matches!(
-            run(&cmd, "t", limits(5000), &stop).await,
-            Outcome::Succeeded
-        ));
+        assert!(matches!(run(&cmd, "t", limits(5000), &stop).await, Outcome::Succeeded));
     }
 
     #[tokio::test]
     async fn missing_program_is_not_started() {
-        let cmd = HookCommand {
-            program: "/no/such/hook".into(),
-            env: vec![],
-            dropped: vec![],
-        };
-        assert!(matches!(
-            run(&cmd, "t", limits(1000), &CancellationToken::new()).await,
-            Outcome::NotStarted(_)
-        ));
+        let cmd = HookCommand { program: "/no/such/hook".into(), env: vec![], dropped: vec![] };
+        assert!(matches!(run(&cmd, "t", limits(1000), &CancellationToken::new()).await, Outcome::NotStarted(_)));
     }
 }

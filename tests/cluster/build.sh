@@ -53,8 +53,10 @@ SRC
 
 fetch_source() {
   local work=$1
-  (cd "$work" && apt-get source -qq --download-only kubernetes >/dev/null 2>&1 \
-    || apt-get source -qq --download-only kubernetes)
+  # Quiet first; on failure run again to show apt's error.
+  if ! (cd "$work" && apt-get source -qq --download-only kubernetes >/dev/null 2>&1); then
+    (cd "$work" && apt-get source -qq --download-only kubernetes)
+  fi
   (cd "$work" && dpkg-source --no-check -x ./kubernetes_*.dsc src >/dev/null)
 }
 

@@ -45,7 +45,7 @@
 #                              runs only matching tests. Counts go to
 #                              $E2E_RESULTS (a file, set by tests/e2e/run.sh).
 #
-# Variables: REPO_ROOT, CLUSTER_DIR, KUBECONFIG, OPERATOR_BIN (default
+# Variables: REPO_ROOT, CLUSTER_DIR, KUBECONFIG, KUBECACHEDIR, OPERATOR_BIN (default
 # $REPO_ROOT/target/debug/operator), SIM_RUN_SECONDS (passed to start.sh).
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -56,16 +56,22 @@ _LIB_OPERATORS=()
 
 cluster_up() {
   if [[ -n ${CLUSTER_DIR:-} && -f $CLUSTER_DIR/kubeconfig ]]; then
-    export CLUSTER_DIR KUBECONFIG=$CLUSTER_DIR/kubeconfig
+    _cluster_env
     return 0
   fi
   CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" --owner-pid $$) || {
     echo "cluster_up: tests/cluster/start.sh failed" >&2
     return 1
   }
-  export CLUSTER_DIR KUBECONFIG=$CLUSTER_DIR/kubeconfig
+  _cluster_env
   _LIB_OWN_CLUSTER=1
   trap cluster_down EXIT
+}
+
+# kubectl's discovery cache is keyed by host:port, and ports get re-used by
+# later clusters: keep one cache per cluster.
+_cluster_env() {
+  export CLUSTER_DIR KUBECONFIG=$CLUSTER_DIR/kubeconfig KUBECACHEDIR=$CLUSTER_DIR/kube-cache
 }
 
 cluster_down() {

@@ -236,7 +236,7 @@ start_controller_manager() {
     --service-account-private-key-file="$p/sa.key" \
     --root-ca-file="$p/ca.crt" \
     --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
-    --leader-elect=false \
+    --leader-elect=false --kube-api-qps=200 --kube-api-burst=400 \
     --bind-address=127.0.0.1 --port=0 --secure-port=0 \
     --feature-gates=TTLAfterFinished=true \
     --profiling=false \
@@ -273,11 +273,10 @@ start_heartbeat() {
 
 start_simulator() {
   ((SIMULATOR)) || return 0
-  run kubelet env KUBECONFIG="$DIR/kubeconfig" CLUSTER_DIR="$DIR" \
+  run kubelet env KUBECONFIG="$DIR/kubeconfig" KUBECACHEDIR="$DIR/kube-cache" CLUSTER_DIR="$DIR" \
     SIM_RUN_SECONDS="${SIM_RUN_SECONDS:-1}" \
     "$OPERATOR_BIN" -o pods -A -h "$HERE/kubelet" --workers 8 --resync 1s --hook-timeout 60s \
     -l "$DIR/logs/kubelet.log"
-  # Mirror the operator's own output separately from its -l log.
   FAILED_LOG=$DIR/logs/kubelet.log
   sleep 0.2
   alive "$DIR/pids/kubelet" "$DIR" || fail "the pod simulator exited"

@@ -216,6 +216,25 @@ test_failing_job_warns_makes_no_volume_and_is_retried() {
   dir_exists kind-worker "$dir" || fail "the retry did not create $dir"
 }
 
+test_deleting_a_claim_that_never_got_its_volume_cleans_its_directory() {
+  local ns uid blocker
+  setup_class
+  ns=$(new_namespace half)
+  claim "$ns" half "$(on_node kind-worker2)"
+  uid=$(claim_uid "$ns" half)
+  blocker=$(on_disk kind-worker2 "$(dir_of "$ns" half "$uid")")
+  mkdir -p "$(dirname "$blocker")"
+  echo "left by a failed attempt" >"$blocker"
+  pvc_operator half -n "$ns" -E "JOB_NAMESPACE=$ns" --retries 0
+  wait_until 60 has_event "$ns" half ProvisioningFailed "failed on node kind-worker2" \
+    || fail "no ProvisioningFailed Warning Event for the failed Job"
+  kubectl -n "$ns" delete pvc half --wait=false >/dev/null
+  wait_for_log half "claim $ns/half deleted; it had no PersistentVolume, removed kind-worker2:" 60 \
+    || fail "the deleted hook did not clean up after the failed attempt"
+  [[ ! -e $blocker ]] || fail "what the failed attempt left at the volume's path is still there"
+  pv_gone "pvc-$uid" || fail "a PV appeared for the deleted claim"
+}
+
 test_unknown_node_warns_and_makes_no_job_or_volume() {
   local ns uid jobs
   setup_class

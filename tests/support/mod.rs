@@ -32,16 +32,9 @@ pub fn cluster() -> &'static Cluster {
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/cluster/start.sh");
-        assert!(
-            out.status.success(),
-            "tests/cluster/start.sh failed: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "tests/cluster/start.sh failed: {}", String::from_utf8_lossy(&out.stdout));
         let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-        Cluster {
-            kubeconfig: dir.join("kubeconfig"),
-            dir,
-        }
+        Cluster { kubeconfig: dir.join("kubeconfig"), dir }
     })
 }
 
@@ -60,49 +53,28 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
 
     /// Runs kubectl and panics with its output when it fails; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn apply(&self, ns: &str, yaml: &str) {
         let out = self.kubectl_stdin(&["apply", "-n", ns, "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}\n{yaml}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl apply failed: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// A fresh namespace, deleted (without waiting) when dropped.
     pub fn namespace(&'static self, prefix: &str) -> Namespace {
         static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         self.ok(&["create", "namespace", &name]);
-        Namespace {
-            name,
-            cluster: self,
-        }
+        Namespace { name, cluster: self }
     }
 }
 
@@ -113,9 +85,7 @@ pub struct Namespace {
 
 impl Drop for Namespace {
     fn drop(&mut self) {
-        let _ = self
-            .cluster
-            .kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        let _ = self.cluster.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
     }
 }
 
@@ -135,10 +105,7 @@ mv "$f.tmp" "$f.env"
 impl Recorder {
     /// Hooks for these events (added, modified, deleted, sync) that record and exit 0.
     pub fn new(events: &[&str]) -> Recorder {
-        let r = Recorder {
-            hooks: tempfile::tempdir().unwrap(),
-            out: tempfile::tempdir().unwrap(),
-        };
+        let r = Recorder { hooks: tempfile::tempdir().unwrap(), out: tempfile::tempdir().unwrap() };
         for e in events {
             r.hook(e, RECORD);
         }
@@ -172,10 +139,7 @@ impl Recorder {
             .filter(|p| p.extension().is_some_and(|x| x == "env"))
             .collect();
         files.sort();
-        files
-            .iter()
-            .map(|f| parse_env(&std::fs::read(f).unwrap()))
-            .collect()
+        files.iter().map(|f| parse_env(&std::fs::read(f).unwrap())).collect()
     }
 
     /// The runs for one object (by name).
@@ -188,10 +152,7 @@ impl Recorder {
 
     /// The event types delivered for one object, in order.
     pub fn types_of(&self, name: &str) -> Vec<String> {
-        self.runs_of(name)
-            .into_iter()
-            .map(|r| r["EVENT_TYPE"].clone())
-            .collect()
+        self.runs_of(name).into_iter().map(|r| r["EVENT_TYPE"].clone()).collect()
     }
 }
 
@@ -201,8 +162,7 @@ fn parse_env(bytes: &[u8]) -> BTreeMap<String, String> {
         .filter(|s| !s.is_empty())
         .filter_map(|s| {
             let s = String::from_utf8_lossy(s);
-            s.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect()
 }
@@ -231,14 +191,7 @@ impl Operator {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .expect("start operator");
-        Operator {
-            child: Some(child),
-            args: all,
-            log,
-            stdout,
-            stderr,
-            _dir: dir,
-        }
+        Operator { child: Some(child), args: all, log, stdout, stderr, _dir: dir }
     }
 
     pub fn log_text(&self) -> String {
@@ -259,9 +212,7 @@ impl Operator {
 
     /// Waits until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        self.wait_until(&format!("log line containing {needle:?}"), timeout, || {
-            self.log_text().contains(needle)
-        });
+        self.wait_until(&format!("log line containing {needle:?}"), timeout, || self.log_text().contains(needle));
     }
 
     /// Waits until `cond` holds, or panics with the report.
@@ -269,10 +220,7 @@ impl Operator {
         let start = Instant::now();
         while !cond() {
             if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}{}",
-                    self.report()
-                );
+                panic!("timed out after {timeout:?} waiting for {what}{}", self.report());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -285,9 +233,7 @@ impl Operator {
 
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill")
-                .args([&format!("-{sig}"), &c.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args([&format!("-{sig}"), &c.id().to_string()]).status();
         }
     }
 

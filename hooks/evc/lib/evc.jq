@@ -89,15 +89,13 @@ def never_used($evc; $p):
   | {phase: "Pending", lastUsed: null, deadline: $deadline, kind: "expiry",
      message: "Not used yet; deleted at \($deadline | todate) unless a pod uses it"};
 
-# Countdown bookkeeping: log when a new countdown starts or when the seconds left
-# enter a lower multiple of the interval (at most one log line, one write per interval).
-def step($secs; $interval): ($secs + $interval - 1) / $interval | floor;
-
+# Countdown bookkeeping: log when a countdown starts (a new deadline) and then
+# whenever an interval has passed since the last line, whatever the events' pace.
 def countdown($st; $now; $p):
   if .deadline == null then . + {countdownLogged: null, log: false, due: false}
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
-       or step($left; $p.interval) < step($st.countdownLogged // 0; $p.interval)) as $next
+       or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
     | . + {left: $left, due: ($left <= 0), log: ($next and $left > 0),
            countdownLogged: (if $next then $left else $st.countdownLogged end)}
   end;

@@ -83,7 +83,7 @@ job_start() {
     deleting) log_warning "pvc: Job $JOB_NAMESPACE/$name of an earlier attempt is still being deleted"; return 1 ;;
     *) log_info "pvc: found Job $JOB_NAMESPACE/$name of an earlier attempt ($state); not creating another"; return 0 ;;
   esac
-  job_manifest "$@" | kubectl create -f - >/dev/null || return 1
+  JOB_ERROR=$(job_manifest "$@" | kubectl create -f - 2>&1 >/dev/null) || return 1
   log_info "pvc: created Job $JOB_NAMESPACE/$name on node $NODE: $3 $4 -- $5"
 }
 
@@ -92,7 +92,7 @@ job_start() {
 job_run() {
   local reason=$1 name=$2 state
   shift
-  job_start "$@" || claim_fail 1 "$reason" "could not create Job $JOB_NAMESPACE/$name on node $NODE"
+  job_start "$@" || claim_fail 1 "$reason" "could not create Job $JOB_NAMESPACE/$name on node $NODE: ${JOB_ERROR:-}"
   state=$(job_wait "$name")
   case $state in
     succeeded) job_delete "$name"; return 0 ;;

@@ -11,7 +11,7 @@ release_claim() {
   job_delete "$MKDIR_JOB"
   json=$(pv_get) || claim_fail 1 VolumeCleanupFailed "could not read PersistentVolume $PV_NAME"
   if [[ -z $json ]]; then
-    log_info "pvc: claim $CLAIM_REF deleted; it has no PersistentVolume $PV_NAME, nothing to clean up"
+    release_orphan
     return 0
   fi
   if ! pv_is_ours "$json"; then
@@ -23,16 +23,39 @@ release_claim() {
 
 release_wanted() {
   claim_is_ours || return 1
-  local problems
+  local problems in_use
   problems=$(config_problems)
   [[ -z $problems ]] || claim_fail 100 VolumeCleanupFailed "invalid configuration: ${problems//$'\n'/; }"
-  # Normally DELETED comes after Kubernetes let go of the claim. If a pod may
-  # still use it (e.g. the runner's --finalizer), its directory must stay.
-  if jq -e 'any(.object.metadata.finalizers[]?; . == "kubernetes.io/pvc-protection")' \
-    "$EVENT_FILE" >/dev/null; then
-    log_warning "pvc: claim $CLAIM_REF is deleted but may still be in use (kubernetes.io/pvc-protection); not cleaning up yet"
+  in_use=$(claim_in_use) || claim_fail 1 VolumeCleanupFailed "could not look up the claim in the API"
+  if [[ $in_use == yes ]]; then
+    log_warning "pvc: claim $CLAIM_REF still exists with kubernetes.io/pvc-protection (a pod may use it); cleanup waits"
     exit 1
   fi
+}
+
+# A DELETED event may carry the claim's last stored state, finalizers and all,
+# so ask the API: "yes" while the claim (this uid) still exists and
+# kubernetes.io/pvc-protection holds it (possible with the runner's
+# --finalizer). A directory a pod may still be using is never removed.
+claim_in_use() {
+  local json
+  json=$(kubectl get pvc -n "$CLAIM_NS" "$CLAIM_NAME" --ignore-not-found -o json) || return 1
+  [[ -n $json ]] || { echo no; return 0; }
+  jq -r --arg uid "$CLAIM_UID" 'if .metadata.uid == $uid
+    and any(.metadata.finalizers[]?; . == "kubernetes.io/pvc-protection") then "yes" else "no" end' <<<"$json"
+}
+
+# No PV: an attempt whose Job made the directory may have failed to create
+# the PV. Remove the directory if the claim named a real node, so nothing
+# is left half-done.
+release_orphan() {
+  NODE=$(claim_node)
+  if ! subdomain_ok "$NODE" || ! kubectl get node "$NODE" >/dev/null 2>&1; then
+    log_info "pvc: claim $CLAIM_REF deleted; it has no PersistentVolume $PV_NAME and no node, nothing to clean up"
+    return 0
+  fi
+  job_run VolumeCleanupFailed "$RM_JOB" rm rm -rf "$VOLUME_PATH"
+  log_info "pvc: claim $CLAIM_REF deleted; it had no PersistentVolume, removed $NODE:$VOLUME_PATH in case an attempt made it"
 }
 
 # release_volume PV_JSON

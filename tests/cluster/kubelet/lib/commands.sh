@@ -11,48 +11,37 @@
 # and fails the container. Paths on other volumes or the container's own
 # filesystem have no effect.
 
-# run_pod_commands POD: init containers in order, then the containers; echoes
-# {init: [{name, exitCode, message}], containers: [...]}.
+# run_pod_commands POD NODE: init containers in order, then the containers;
+# echoes {init: [{name, exitCode, message}], containers: [...]}.
 run_pod_commands() {
-  local pod=$1 node init=() containers=() i n failed=0 r
-  node=$(jq -r .spec.nodeName <<<"$pod")
-  n=$(jq '.spec.initContainers // [] | length' <<<"$pod")
-  for ((i = 0; i < n; i++)); do
-    ((failed)) && break
-    r=$(run_container "$pod" "$node" initContainers "$i")
-    init+=("$r")
-    [[ $(jq .exitCode <<<"$r") == 0 ]] || failed=1
-  done
-  n=$(jq '.spec.containers | length' <<<"$pod")
-  for ((i = 0; i < n; i++)); do
+  local pod=$1 node=$2 fields=() results=() i=0 kind name workdir n argv mounts
+  local failed=0 code MESSAGE
+  mapfile -d '' -t fields < <(jq -j -f "$SIM_LIB/containers.jq" <<<"$pod")
+  while ((i < ${#fields[@]})); do
+    kind=${fields[i]} name=${fields[i + 1]} workdir=${fields[i + 2]} n=${fields[i + 3]}
+    argv=("${fields[@]:i + 4:n}")
+    i=$((i + 4 + n))
+    n=${fields[i]}
+    mounts=("${fields[@]:i + 1:n * 2}")
+    i=$((i + 1 + n * 2))
+    code=0 MESSAGE=""
     if ((failed)); then
-      r=$(jq -c --argjson i "$i" '{name: .spec.containers[$i].name, exitCode: 0}' <<<"$pod")
+      # Init containers after a failed one never run; containers wait.
+      [[ $kind == init ]] && continue
     else
-      r=$(run_container "$pod" "$node" containers "$i")
+      sim_exec || code=$?
+      log_debug "pod $POD_NS/$POD_NAME container $name: exit $code${MESSAGE:+: $MESSAGE}"
+      [[ $kind == init && $code != 0 ]] && failed=1
     fi
-    containers+=("$r")
+    results+=("$kind" "$name" "$code" "$MESSAGE")
   done
-  jq -n -c --argjson init "$(printf '%s\n' "${init[@]}" | jq -s .)" \
-    --argjson containers "$(printf '%s\n' "${containers[@]}" | jq -s .)" \
-    '{init: $init, containers: $containers}'
+  jq -n -c '[$ARGS.positional | _nwise(4) | {kind: .[0], name: .[1], exitCode: (.[2] | tonumber)}
+      + (if .[3] == "" then {} else {message: .[3]} end)]
+    | {init: map(select(.kind == "init") | del(.kind)),
+       containers: map(select(.kind == "main") | del(.kind))}' --args "${results[@]}"
 }
 
-# run_container POD NODE FIELD INDEX: echoes {name, exitCode, message}.
-run_container() {
-  local pod=$1 node=$2 field=$3 i=$4 name workdir argv=() mounts=()
-  name=$(jq -r --arg f "$field" --argjson i "$i" '.spec[$f][$i].name' <<<"$pod")
-  workdir=$(jq -r --arg f "$field" --argjson i "$i" '.spec[$f][$i].workingDir // "/"' <<<"$pod")
-  mapfile -d '' -t argv < <(jq -j --arg f "$field" --argjson i "$i" \
-    '.spec[$f][$i] | ((.command // []) + (.args // []))[] | (., "\u0000")' <<<"$pod")
-  mapfile -d '' -t mounts < <(jq -j --arg f "$field" --argjson i "$i" -f "$SIM_LIB/mounts.jq" <<<"$pod")
-  local MESSAGE="" code=0
-  sim_exec || code=$?
-  log_debug "pod $(pod_ref "$pod") container $name: exit $code${MESSAGE:+: $MESSAGE}"
-  jq -n -c --arg name "$name" --argjson code "$code" --arg msg "$MESSAGE" \
-    '{name: $name, exitCode: $code} + (if $msg == "" then {} else {message: $msg} end)'
-}
-
-# Acts out argv (set by run_container); returns the exit code.
+# Acts out argv (set by run_pod_commands); returns the exit code.
 sim_exec() {
   ((${#argv[@]})) || return 0
   local cmd=${argv[0]##*/}
@@ -152,7 +141,7 @@ map_path() {
   MAPPED=$(realpath -m -- "$VOLUME_ROOT/$rest")
   if [[ $VOLUME_ROOT != "$node_root"/* || ($MAPPED != "$VOLUME_ROOT" && $MAPPED != "$VOLUME_ROOT"/*) ]]; then
     MESSAGE="simulator refused $1: it resolves outside the hostPath volume ($host) of node $node"
-    log_warning "pod $(pod_ref "$pod"): $MESSAGE"
+    log_warning "pod $POD_NS/$POD_NAME: $MESSAGE"
     MAPPED=""
     return 1
   fi
@@ -167,7 +156,7 @@ prepare_host_paths() {
     if [[ $dir == "$node_root"/* ]]; then
       mkdir -p -- "$dir"
     else
-      log_warning "pod $(pod_ref "$pod"): hostPath $path is outside node $node, not created"
+      log_warning "pod $POD_NS/$POD_NAME: hostPath $path is outside node $node, not created"
     fi
   done < <(jq -j '.spec.volumes[]? | select(.hostPath.type == "DirectoryOrCreate")
                   | .hostPath.path, "\u0000"' <<<"$pod")

@@ -1,11 +1,13 @@
-# Input: a pod bound to a node. $info: [node-info.json]. $now: RFC 3339 time.
-# Output: the status merge-patch a kubelet's report of a started pod amounts to.
+# Input: a pod. $node: the node it is bound to. $info: [node-info.json].
+# $now: RFC 3339 time. Output: the status merge-patch a kubelet's report of
+# a started pod amounts to; nothing when $node is not a simulated node.
 
 def cond($type): {type: $type, status: "True", lastProbeTime: null, lastTransitionTime: $now};
 def image_id: "docker.io/library/" + (.image | split("/") | last) + "@sha256:" + ("0" * 64);
 def container_id($uid): "containerd://" + ($uid + .name | @base64 | gsub("[^A-Za-z0-9]"; "") | ascii_downcase);
 
-$info[0][.spec.nodeName] as $node
+$info[0][$node] as $node
+| select($node != null)
 | .metadata.uid as $uid
 # A stable pod IP from the uid: 10.244.<node>.<2..251>.
 | ([$uid | explode[]] | add % 250 + 2) as $host

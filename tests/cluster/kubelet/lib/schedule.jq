@@ -1,4 +1,4 @@
-# Input: a pod. $nodes: a NodeList; $load: {node name: running pods}.
+# Input: a pod. $nodes: a NodeList; $load: node names, one line per pod on it.
 # Output: the name of the node to bind the pod to, or "" when none fits.
 # Honours nodeSelector, required node affinity (matchExpressions and
 # matchFields), NoSchedule/NoExecute taints vs tolerations, Ready, cordoning.
@@ -48,7 +48,9 @@ def fits($pod):
     and all($node.spec.taints[]? | select(.effect == "NoSchedule" or .effect == "NoExecute");
             tolerated($tols));
 
-. as $pod
+($load | split("\n") | map(select(. != "")) | group_by(.)
+ | map({(.[0]): length}) | add // {}) as $load
+| . as $pod
 | [$nodes.items[] | select(fits($pod))]
 | sort_by([($load[.metadata.name] // 0), .metadata.name])
 | (first | .metadata.name) // ""

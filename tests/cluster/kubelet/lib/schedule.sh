@@ -5,24 +5,23 @@
 pick_node() {
   local nodes load
   nodes=$(kubectl get nodes -o json)
+  # One line per pod that occupies a node: its node's name.
   load=$(kubectl get pods -A -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' \
-    --field-selector=status.phase!=Succeeded,status.phase!=Failed |
-    jq -R -s 'split("\n") | map(select(. != "")) | group_by(.)
-              | map({(.[0]): length}) | add // {}')
-  jq -r --argjson nodes "$nodes" --argjson load "$load" \
-    -f "$SIM_LIB/schedule.jq" <<<"$1"
+    --field-selector=status.phase!=Succeeded,status.phase!=Failed)
+  jq -r --argjson nodes "$nodes" --arg load "$load" -f "$SIM_LIB/schedule.jq" <<<"$1"
 }
 
 # Reports why the pod waits, once: a repeated identical patch is skipped.
 mark_unschedulable() {
   local pod=$1 msg="0/3 nodes are available: no simulated node matches the pod's nodeSelector, required node affinity and tolerations"
-  if jq -e --arg msg "$msg" 'any(.status.conditions[]?;
-       .type == "PodScheduled" and .status == "False" and .message == $msg)' \
-       <<<"$pod" >/dev/null; then
-    return 0
-  fi
-  patch_status "$pod" "$(jq -n --arg msg "$msg" --arg now "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    '{status: {phase: "Pending", conditions: [{type: "PodScheduled", status: "False",
-      reason: "Unschedulable", message: $msg, lastProbeTime: null, lastTransitionTime: $now}]}}')"
-  log_info "pod $(pod_ref "$pod") is unschedulable: $msg"
+  local patch
+  patch=$(jq -c --arg msg "$msg" --arg now "$(date -u +%Y-%m-%dT%H:%M:%SZ)" '
+    if any(.status.conditions[]?; .type == "PodScheduled" and .status == "False"
+                                  and .message == $msg) then empty
+    else {status: {phase: "Pending", conditions: [{type: "PodScheduled", status: "False",
+      reason: "Unschedulable", message: $msg, lastProbeTime: null, lastTransitionTime: $now}]}}
+    end' <<<"$pod")
+  [[ -n $patch ]] || return 0
+  patch_status "$patch"
+  log_info "pod $POD_NS/$POD_NAME is unschedulable: $msg"
 }

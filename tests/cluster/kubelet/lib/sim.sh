@@ -4,117 +4,108 @@
 #
 # Every decision is taken from the pod itself (phase, nodeName, startTime),
 # never from memory, so any event may be replayed. Nothing here sleeps: a
-# pod that must wait is looked at again on its next SYNC event.
+# pod that must wait is looked at again on its next SYNC event (--resync 1s).
+# Every pod gets a SYNC each second, so the common cases are decided from
+# the EVENT_OBJECT_* variables alone, without starting a process.
 
+SIM_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../../hooks/lib/log.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../../../../hooks/lib/log.sh"
+source "$SIM_LIB/../../../../hooks/lib/log.sh"
 # shellcheck source=schedule.sh
-source "$(dirname "${BASH_SOURCE[0]}")/schedule.sh"
+source "$SIM_LIB/schedule.sh"
 # shellcheck source=commands.sh
-source "$(dirname "${BASH_SOURCE[0]}")/commands.sh"
+source "$SIM_LIB/commands.sh"
 
 SIM_RUN_SECONDS=${SIM_RUN_SECONDS:-1}
 KEEP_RUNNING_ANNOTATION=sim.operator-rs/keep-running
 
-# What to do next with a pod: delete | schedule | start | finish | none.
-sim_stage() {
-  jq -r --argjson run "$SIM_RUN_SECONDS" --arg keep "$KEEP_RUNNING_ANNOTATION" '
-    if .metadata.deletionTimestamp then "delete"
-    elif (.status.phase == "Succeeded" or .status.phase == "Failed") then "none"
-    elif (.spec.nodeName // "") == "" then "schedule"
-    elif .status.phase != "Running" then "start"
-    elif (.spec.restartPolicy // "Always") == "Always" then "none"
-    elif (.metadata.annotations[$keep] // "") == "true" then "none"
-    elif (now - (.status.startTime // "1970-01-01T00:00:00Z" | fromdateiso8601)) >= $run
-      then "finish"
-    else "none" end'
+# Whether the event shows a pod that needs nothing now. The pod may have
+# moved on since, but only ever to a later stage that needs nothing either.
+sim_idle() {
+  [[ -z ${EVENT_OBJECT_METADATA_DELETIONTIMESTAMP:-} ]] || return 1
+  case ${EVENT_OBJECT_STATUS_PHASE:-} in
+    Succeeded|Failed) return 0 ;;
+    Running) ;;
+    *) return 1 ;;
+  esac
+  [[ ${EVENT_OBJECT_SPEC_RESTARTPOLICY:-Always} != Always ]] || return 0
+  [[ ${EVENT_OBJECT_METADATA_ANNOTATIONS_SIM_OPERATOR_RS_KEEP_RUNNING:-} != true ]] || return 0
+  local started
+  started=$(date -d "${EVENT_OBJECT_STATUS_STARTTIME:-1970-01-01T00:00:00Z}" +%s) || return 1
+  (($(date +%s) - started < SIM_RUN_SECONDS))
 }
 
 # Entry point of the hooks.
 sim_main() {
-  local pod stage ns name
-  stage=$(jq '.object' "$EVENT_FILE" | sim_stage)
-  [[ $stage == none ]] && return 0
-  ns=$EVENT_OBJECT_METADATA_NAMESPACE
-  name=$EVENT_OBJECT_METADATA_NAME
+  sim_idle && return 0
+  POD_NS=$EVENT_OBJECT_METADATA_NAMESPACE
+  POD_NAME=$EVENT_OBJECT_METADATA_NAME
   # The event may be older than the pod: decide on its current state.
-  pod=$(kubectl get pod -n "$ns" "$name" -o json --ignore-not-found)
+  local pod stage node
+  pod=$(kubectl get pod -n "$POD_NS" "$POD_NAME" -o json --ignore-not-found)
   [[ -n $pod ]] || return 0
-  stage=$(sim_stage <<<"$pod")
+  { read -r stage; read -r node; } < <(jq -r --argjson run "$SIM_RUN_SECONDS" \
+    --arg keep "$KEEP_RUNNING_ANNOTATION" -f "$SIM_LIB/stage.jq" <<<"$pod")
   case $stage in
-    delete) sim_delete "$ns" "$name" ;;
+    delete) sim_delete ;;
     schedule) sim_schedule "$pod" ;;
-    start) sim_start "$pod" ;;
-    finish) sim_finish "$pod" ;;
+    start) sim_start "$pod" "$node" ;;
+    finish) sim_finish "$pod" "$node" ;;
   esac
 }
 
 # No kubelet confirms graceful deletion here, so finish it at once.
 sim_delete() {
-  kubectl delete pod -n "$1" "$2" --grace-period=0 --force --wait=false \
+  kubectl delete pod -n "$POD_NS" "$POD_NAME" --grace-period=0 --force --wait=false \
     --ignore-not-found >/dev/null 2>&1
-  log_info "deleted pod $1/$2 (no kubelet to confirm a graceful deletion)"
+  log_info "deleted pod $POD_NS/$POD_NAME (no kubelet to confirm a graceful deletion)"
 }
 
 sim_schedule() {
-  local pod=$1 ns name node
-  ns=$(jq -r .metadata.namespace <<<"$pod")
-  name=$(jq -r .metadata.name <<<"$pod")
+  local pod=$1 node
   node=$(pick_node "$pod")
   if [[ -z $node ]]; then
     mark_unschedulable "$pod"
     return 0
   fi
-  jq -n --arg ns "$ns" --arg name "$name" --arg node "$node" \
+  jq -n --arg ns "$POD_NS" --arg name "$POD_NAME" --arg node "$node" \
     '{apiVersion: "v1", kind: "Binding", metadata: {name: $name, namespace: $ns},
       target: {apiVersion: "v1", kind: "Node", name: $node}}' |
-    kubectl create --raw "/api/v1/namespaces/$ns/pods/$name/binding" -f - >/dev/null
-  log_info "scheduled pod $ns/$name on $node"
-  sim_start "$(jq --arg node "$node" '.spec.nodeName = $node' <<<"$pod")"
+    kubectl create --raw "/api/v1/namespaces/$POD_NS/pods/$POD_NAME/binding" -f - >/dev/null
+  log_info "scheduled pod $POD_NS/$POD_NAME on $node"
+  sim_start "$pod" "$node"
 }
 
-# patch_status POD PATCH_JSON: merge-patch the pod's status subresource.
+# patch_status PATCH_JSON: merge-patch the pod's status subresource.
 patch_status() {
-  local ns name
-  ns=$(jq -r .metadata.namespace <<<"$1")
-  name=$(jq -r .metadata.name <<<"$1")
-  kubectl patch pod -n "$ns" "$name" --subresource=status --type=merge -p "$2" >/dev/null
-}
-
-node_known() {
-  jq -e --arg n "$1" 'has($n)' "$CLUSTER_DIR/node-info.json" >/dev/null
+  kubectl patch pod -n "$POD_NS" "$POD_NAME" --subresource=status --type=merge -p "$1" >/dev/null
 }
 
 # Pending -> Running, as a kubelet reports a started pod.
 sim_start() {
-  local pod=$1 node patch
-  node=$(jq -r .spec.nodeName <<<"$pod")
-  if ! node_known "$node"; then
-    log_debug "pod $(pod_ref "$pod") is bound to $node, which is not simulated: left Pending"
+  local pod=$1 node=$2 patch
+  patch=$(jq -c --arg node "$node" --slurpfile info "$CLUSTER_DIR/node-info.json" \
+    --arg now "$(date -u +%Y-%m-%dT%H:%M:%SZ)" -f "$SIM_LIB/running.jq" <<<"$pod")
+  if [[ -z $patch ]]; then
+    log_debug "pod $POD_NS/$POD_NAME is bound to $node, which is not simulated: left Pending"
     return 0
   fi
   prepare_host_paths "$pod" "$node"
-  patch=$(jq --slurpfile info "$CLUSTER_DIR/node-info.json" \
-    --arg now "$(date -u +%Y-%m-%dT%H:%M:%SZ)" -f "$SIM_LIB/running.jq" <<<"$pod")
-  patch_status "$pod" "$patch"
-  log_info "pod $(pod_ref "$pod") Running on $node"
+  patch_status "$patch"
+  log_info "pod $POD_NS/$POD_NAME Running on $node"
 }
 
 # Running -> Succeeded/Failed: run the simulated commands, report exit codes.
 sim_finish() {
-  local pod=$1 results patch phase
-  results=$(run_pod_commands "$pod")
-  patch=$(jq --argjson results "$results" \
+  local pod=$1 node=$2 results patch phase message
+  results=$(run_pod_commands "$pod" "$node")
+  patch=$(jq -c --argjson results "$results" \
     --arg now "$(date -u +%Y-%m-%dT%H:%M:%SZ)" -f "$SIM_LIB/finished.jq" <<<"$pod")
-  patch_status "$pod" "$patch"
-  phase=$(jq -r .status.phase <<<"$patch")
+  patch_status "$patch"
+  { read -r phase; read -r message; } < <(jq -r '.status.phase, (.status.message // "")' <<<"$patch")
   if [[ $phase == Failed ]]; then
-    log_info "pod $(pod_ref "$pod") Failed: $(jq -r '.status.message // "a container failed"' <<<"$patch")"
+    log_info "pod $POD_NS/$POD_NAME Failed: ${message:-a container failed}"
   else
-    log_info "pod $(pod_ref "$pod") Succeeded"
+    log_info "pod $POD_NS/$POD_NAME Succeeded"
   fi
 }
-
-pod_ref() { jq -r '.metadata.namespace + "/" + .metadata.name' <<<"$1"; }
-
-SIM_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
