@@ -96,7 +96,7 @@ pub struct RunArgs {
     #[arg(short = 'c', long)]
     pub changes_only: bool,
 
-    /// Log every event as received (its type, object and JSON at DEBUG)
+    /// Log every watch event as received, with its JSON, at INFO
     #[arg(short = 'e', long)]
     pub log_events: bool,
 

@@ -124,9 +124,9 @@ operator_stop() {
 wait_until() {
   local timeout=$1
   shift
-  local deadline=$((${EPOCHREALTIME/./} + timeout * 1000000))
+  local deadline=$((${EPOCHREALTIME//[!0-9]/} + timeout * 1000000))
   until "$@"; do
-    if ((${EPOCHREALTIME/./} >= deadline)); then
+    if ((${EPOCHREALTIME//[!0-9]/} >= deadline)); then
       echo "wait_until: timed out after ${timeout}s: $*" >&2
       return 1
     fi

@@ -60,9 +60,9 @@ on_exit() {
 fail() { echo "start.sh: $*" >&2; exit 1; }
 
 # Timings of the start, for the README's numbers: DIR/logs/start.log.
-T0=${EPOCHREALTIME/./}
+T0=${EPOCHREALTIME//[!0-9]/}
 step() {
-  local us=$((${EPOCHREALTIME/./} - T0))
+  local us=$((${EPOCHREALTIME//[!0-9]/} - T0))
   printf '%d.%03d s %s\n' $((us / 1000000)) $((us / 1000 % 1000)) "$*" >>"$DIR/logs/start.log"
 }
 

@@ -154,6 +154,45 @@ test_delete_policy_removes_directory_then_volume() {
   wait_for_log pvc "deleted PersistentVolume pvc-$uid" 5 || fail "no log line for the deletion"
 }
 
+# With --finalizer the deleted hook runs while the claim is Terminating, maybe
+# still mounted: the directory must outlive the pod that uses it.
+test_finalizer_mode_waits_for_the_pod_before_cleanup() {
+  local ns uid dir
+  setup_class
+  ns=$(new_namespace fin)
+  pvc_operator fin -n "$ns" -E "JOB_NAMESPACE=$ns" --finalizer operator-pvc.example.com/cleanup \
+    --retries 20 --backoff-max 2s
+  claim "$ns" used "$(on_node kind-worker)"
+  uid=$(claim_uid "$ns" used)
+  dir=$(dir_of "$ns" used "$uid")
+  wait_until 60 bound "$ns" used || fail "claim used never became Bound"
+  kubectl -n "$ns" apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata: {name: user}
+spec:
+  nodeSelector: {kubernetes.io/hostname: kind-worker}
+  containers:
+  - name: main
+    image: busybox
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - {name: data, persistentVolumeClaim: {claimName: used}}
+EOF
+  kubectl -n "$ns" wait --for=condition=Ready pod/user --timeout=60s >/dev/null || fail "pod user never ran"
+  kubectl -n "$ns" delete pvc used --wait=false >/dev/null
+  wait_for_log fin "claim $ns/used still exists with kubernetes.io/pvc-protection .*cleanup waits" 30 \
+    || fail "the deleted hook did not wait for the pod using the claim"
+  dir_exists kind-worker "$dir" || fail "the directory was removed while a pod used it"
+  pv_exists "pvc-$uid" || fail "the PV was deleted while a pod used it"
+  kubectl -n "$ns" delete pod user --wait=false >/dev/null
+  wait_until 90 pv_gone "pvc-$uid" || fail "the PV was not deleted after the pod went"
+  dir_gone kind-worker "$dir" || fail "the directory was not removed after the pod went"
+  wait_until 30 claim_gone "$ns" used || fail "the claim stayed Terminating"
+}
+
+claim_gone() { ! kubectl -n "$1" get pvc "$2" >/dev/null 2>&1; }
+
 test_retain_keeps_released_volume_and_env_overrides_class() {
   local ns uid dir
   ns=$(new_namespace retain)

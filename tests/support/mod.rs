@@ -274,3 +274,68 @@ impl Drop for Operator {
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
+
+impl Cluster {
+    fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.dir.join("pids").join(name)).unwrap().trim().parse().unwrap()
+    }
+
+    fn cmdline(pid: i32) -> Vec<String> {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("read cmdline");
+        raw.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    }
+
+    /// Kills kube-apiserver (SIGKILL), waits `down`, starts it again with the same
+    /// command line and waits until it is ready.
+    pub fn restart_apiserver(&self, down: Duration) {
+        use std::os::unix::process::CommandExt;
+        let pid = self.pid("kube-apiserver");
+        let argv = Self::cmdline(pid);
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        while Path::new(&format!("/proc/{pid}")).exists() && !Self::is_zombie(pid) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(down);
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.join("logs/kube-apiserver.log")).unwrap();
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("restart kube-apiserver");
+        std::fs::write(self.dir.join("pids/kube-apiserver"), child.id().to_string()).unwrap();
+        let start = Instant::now();
+        while !self.kubectl(&["get", "--raw", "/readyz"]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(90), "kube-apiserver did not come back");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn is_zombie(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z")
+    }
+
+    /// Compacts etcd's history up to now, so that older resourceVersions are gone (410).
+    pub fn compact_etcd(&self) {
+        let argv = Self::cmdline(self.pid("etcd"));
+        let url = argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--listen-client-urls="))
+            .expect("etcd client url")
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        let post = |path: &str, body: &str| {
+            let out = Command::new("curl").args(["-sf", "-X", "POST", &format!("{url}{path}"), "-d", body]).output().unwrap();
+            assert!(out.status.success(), "etcd {path} failed");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let range: serde_json::Value = serde_json::from_str(&post("/v3/kv/range", r#"{"key":"Lw=="}"#)).unwrap();
+        let rev = range["header"]["revision"].as_str().expect("revision").to_string();
+        post("/v3/kv/compaction", &format!(r#"{{"revision":"{rev}","physical":true}}"#));
+    }
+}
