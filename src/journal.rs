@@ -163,7 +163,9 @@ fn read(path: &Path) -> std::io::Result<(BTreeMap<u64, String>, u64)> {
             Ok(Record { op: Op::Done, id, .. }) => {
                 pending.remove(&id);
             }
-            Ok(rec) => tracing::warn!("queue file {} line {}: incomplete entry {} skipped", path.display(), n + 1, rec.id),
+            Ok(rec) => {
+                tracing::warn!("queue file {} line {}: incomplete entry {} skipped", path.display(), n + 1, rec.id)
+            }
             Err(e) if !text.trim().is_empty() => {
                 tracing::warn!("queue file {} line {}: unreadable entry skipped ({e})", path.display(), n + 1);
             }

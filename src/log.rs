@@ -28,7 +28,7 @@ pub fn init(cfg: &LogConfig) -> Result<WorkerGuard, LogError> {
         }
         None => tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr()),
     };
-    let builder = tracing_subscriber::fmt().with_max_level(level(cfg.level)).with_writer(writer).with_ansi(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter(cfg.level)).with_writer(writer).with_ansi(false);
     match cfg.format {
         LogFormat::Text => builder.event_format(TextFormat).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
@@ -45,6 +45,14 @@ fn open(path: &PathBuf, reset: bool) -> Result<std::fs::File, LogError> {
         opts.append(true)
     };
     opts.open(path).map_err(|source| LogError::OpenFile { path: path.clone(), source })
+}
+
+/// The runner's own lines at the chosen level. The client libraries log every retry
+/// of an outage; the runner reports outages itself, once, so theirs show only at DEBUG.
+fn filter(l: LogLevel) -> tracing_subscriber::EnvFilter {
+    let own = level(l);
+    let others = if own >= Level::DEBUG { own.to_string() } else { "off".to_string() };
+    tracing_subscriber::EnvFilter::new(format!("{others},operator={own}"))
 }
 
 fn level(l: LogLevel) -> Level {

@@ -46,11 +46,8 @@ fn rapid_changes_to_one_object_arrive_in_order_while_others_run_in_parallel() {
         "for i in $(seq 1 100); do kubectl patch cm hot -n {} --type=merge -p \"{{\\\"data\\\":{{\\\"n\\\":\\\"$i\\\"}}}}\" >/dev/null; done",
         ns.name
     );
-    let patched = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .status()
-        .unwrap();
+    let patched =
+        std::process::Command::new("bash").args(["-c", &script]).env("KUBECONFIG", &c.kubeconfig).status().unwrap();
     op.check(patched.success(), "patch loop");
     op.wait_until("all 101 events of hot", secs(60), || rec.runs_of("hot").len() >= 101);
     op.wait_until("all 20 cold objects", secs(30), || (0..20).all(|i| rec.types_of(&format!("cold-{i}")).len() == 1));
@@ -60,7 +57,8 @@ fn rapid_changes_to_one_object_arrive_in_order_while_others_run_in_parallel() {
     for pair in hot.windows(2) {
         op.check(span(&pair[1]).0 >= span(&pair[0]).1, "two hooks of one object overlapped");
     }
-    let spans: Vec<_> = rec.runs().iter().filter(|r| r["EVENT_OBJECT_METADATA_NAME"].starts_with("cold-")).map(span).collect();
+    let spans: Vec<_> =
+        rec.runs().iter().filter(|r| r["EVENT_OBJECT_METADATA_NAME"].starts_with("cold-")).map(span).collect();
     let overlapping = spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
     op.check(overlapping, "hooks of different objects never ran in parallel");
 }
@@ -74,14 +72,18 @@ fn a_hook_failing_twice_then_succeeding_runs_three_times() {
         "added",
         "#!/usr/bin/env bash\nset -euo pipefail\nf=\"$RECORD_DIR/count\"\nn=$(( $(cat \"$f\" 2>/dev/null || echo 0) + 1 ))\necho \"$n\" > \"$f\"\n(( n >= 3 ))\n",
     );
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=flaky", "--backoff-min", "100ms"]);
+    let op =
+        start(&rec, &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=flaky", "--backoff-min", "100ms"]);
     c.apply(&ns.name, &cm("flaky", ""));
     let count = || std::fs::read_to_string(rec.out.path().join("count")).unwrap_or_default().trim().to_string();
     op.wait_until("a third run", secs(30), || count() == "3");
     std::thread::sleep(secs(2));
     op.check(count() == "3", &format!("ran {} times", count()));
     let log = op.log_text();
-    op.check(log.contains("retry 1 of 5") && log.contains("retry 2 of 5") && !log.contains("retry 3 of 5"), "retry lines");
+    op.check(
+        log.contains("retry 1 of 5") && log.contains("retry 2 of 5") && !log.contains("retry 3 of 5"),
+        "retry lines",
+    );
 }
 
 #[test]
@@ -94,8 +96,17 @@ fn exhausted_retries_post_a_hook_failed_event_and_later_events_still_run() {
     c.apply(&ns.name, &cm("doomed", r#""a":"1""#));
     op.wait_for_log("no retries left", secs(30));
     op.wait_until("a HookFailed event", secs(20), || {
-        c.ok(&["get", "events", "-n", &ns.name, "--field-selector", "reason=HookFailed,involvedObject.name=doomed", "-o", "name"])
-            .contains("event")
+        c.ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns.name,
+            "--field-selector",
+            "reason=HookFailed,involvedObject.name=doomed",
+            "-o",
+            "name",
+        ])
+        .contains("event")
     });
     c.apply(&ns.name, &cm("doomed", r#""a":"2""#));
     op.wait_until("the next event of the object", secs(20), || rec.types_of("doomed") == ["MODIFIED"]);
@@ -110,14 +121,17 @@ fn a_hanging_hook_is_killed_at_the_timeout_while_other_objects_run() {
         "added",
         "#!/usr/bin/env bash\nset -euo pipefail\nif [[ $EVENT_OBJECT_METADATA_NAME == slow ]]; then\n  echo $$ > \"$RECORD_DIR/slow.pid\"\n  sleep 300\nfi\ntouch \"$RECORD_DIR/$EVENT_OBJECT_METADATA_NAME.done\"\n",
     );
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "--hook-timeout", "15s", "--retries", "0", "--grace-period", "1s"]);
+    let op =
+        start(&rec, &["-o", "cm", "-n", &ns.name, "--hook-timeout", "15s", "--retries", "0", "--grace-period", "1s"]);
     c.apply(&ns.name, &cm("slow", ""));
     let pid_file = rec.out.path().join("slow.pid");
     op.wait_until("the slow hook to start", secs(20), || pid_file.exists());
     for i in 0..5 {
         c.apply(&ns.name, &cm(&format!("quick-{i}"), ""));
     }
-    op.wait_until("the quick objects", secs(20), || (0..5).all(|i| rec.out.path().join(format!("quick-{i}.done")).exists()));
+    op.wait_until("the quick objects", secs(20), || {
+        (0..5).all(|i| rec.out.path().join(format!("quick-{i}.done")).exists())
+    });
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
     let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| !s.contains(") Z")).unwrap_or(false);
     op.check(alive() && !op.log_text().contains("timed out"), "other objects waited for the hanging hook");
@@ -156,7 +170,16 @@ fn finalizer_mode_handles_a_delete_made_while_the_runner_was_down() {
     let c = cluster();
     let ns = c.namespace("finalizer");
     let rec = Recorder::new(&["added", "deleted"]);
-    let args = ["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=held", "--finalizer", "test.example.com/cleanup"];
+    let args = [
+        "-o",
+        "cm",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "metadata.name=held",
+        "--finalizer",
+        "test.example.com/cleanup",
+    ];
     let mut op = start(&rec, &args);
     c.apply(&ns.name, &cm("held", ""));
     let finalizers = || c.ok(&["get", "cm", "held", "-n", &ns.name, "-o", "jsonpath={.metadata.finalizers}"]);

@@ -3,10 +3,15 @@
 
 mod support;
 
+use std::sync::Mutex;
 use support::{Operator, Recorder, cluster, secs};
+
+/// Tests that restart kube-apiserver must not overlap.
+static APISERVER: Mutex<()> = Mutex::new(());
 
 #[test]
 fn after_an_outage_and_a_compaction_exactly_the_changes_of_the_gap_arrive() {
+    let _serial = APISERVER.lock().unwrap_or_else(|e| e.into_inner());
     let c = cluster();
     let ns = c.namespace("gap");
     let rec = Recorder::new(&["added", "modified", "deleted"]);
@@ -14,7 +19,10 @@ fn after_an_outage_and_a_compaction_exactly_the_changes_of_the_gap_arrive() {
     let op = Operator::start(&all);
     let names = ["gone-1", "gone-2", "changed", "same"];
     for n in names {
-        c.apply(&ns.name, &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{n}"}},"data":{{"v":"1"}}}}"#));
+        c.apply(
+            &ns.name,
+            &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{n}"}},"data":{{"v":"1"}}}}"#),
+        );
     }
     op.wait_until("four ADDED", secs(30), || names.iter().all(|n| rec.types_of(n) == ["ADDED"]));
     op.signal("STOP");
@@ -31,7 +39,24 @@ fn after_an_outage_and_a_compaction_exactly_the_changes_of_the_gap_arrive() {
     op.check(rec.types_of("gone-2") == ["ADDED", "DELETED"], &format!("gone-2: {:?}", rec.types_of("gone-2")));
     op.check(rec.types_of("changed") == ["ADDED", "MODIFIED"], &format!("changed: {:?}", rec.types_of("changed")));
     op.check(rec.types_of("same") == ["ADDED"], &format!("same: {:?}", rec.types_of("same")));
-    op.check(op.log_text().contains("watch recovered"), "recovery line");
+}
+
+#[test]
+fn an_api_server_outage_is_logged_once_and_the_watch_resumes() {
+    let _serial = APISERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cluster();
+    let ns = c.namespace("outage");
+    let rec = Recorder::new(&["added"]);
+    let all: Vec<String> = ["-o", "cm", "-n", &ns.name].iter().map(|s| s.to_string()).chain(rec.args()).collect();
+    let op = Operator::start(&all);
+    op.wait_for_log("listed ", secs(30));
+    c.restart_apiserver(secs(6));
+    c.apply(&ns.name, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after"}}"#);
+    op.wait_until("an object made after the outage", secs(60), || rec.types_of("after") == ["ADDED"]);
+    let log = op.log_text();
+    op.check(log.matches("watch interrupted").count() == 1, "one line per outage");
+    op.check(log.matches("watch recovered").count() == 1, "one line when it recovers");
+    op.check(!log.contains("failed with error"), "the client library's own retry lines leak into the log");
 }
 
 #[test]

@@ -330,7 +330,8 @@ impl Cluster {
             .unwrap()
             .to_string();
         let post = |path: &str, body: &str| {
-            let out = Command::new("curl").args(["-sf", "-X", "POST", &format!("{url}{path}"), "-d", body]).output().unwrap();
+            let out =
+                Command::new("curl").args(["-sf", "-X", "POST", &format!("{url}{path}"), "-d", body]).output().unwrap();
             assert!(out.status.success(), "etcd {path} failed");
             String::from_utf8(out.stdout).unwrap()
         };
