@@ -165,7 +165,7 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         inherited,
         log_file: cfg.log.file.clone(),
         log_level: cfg.log.level.hook_value(),
-        kubeconfig: cfg.kubeconfig.clone(),
+        kubeconfig: hook_kubeconfig(cfg, &event_dir),
         hook_env: cfg.hook_env.clone(),
         arg_max: arg_max(),
     };
@@ -180,6 +180,33 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         stop,
         Some(Reporter::new(client)),
     )
+}
+
+/// With --context, hooks get a private copy of the kubeconfig whose current context
+/// is that one, so their kubectl talks to the same cluster as the runner.
+fn hook_kubeconfig(cfg: &Config, event_dir: &std::path::Path) -> Option<PathBuf> {
+    let Some(context) = &cfg.context else { return cfg.kubeconfig.clone() };
+    let loaded = match &cfg.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    };
+    let written = loaded.ok().and_then(|mut kc| {
+        kc.current_context = Some(context.clone());
+        let path = event_dir.join("kubeconfig");
+        let text = serde_json::to_string(&kc).ok()?;
+        write_private(&path, text.as_bytes()).ok()?;
+        Some(path)
+    });
+    if written.is_none() {
+        tracing::warn!("cannot give hooks a kubeconfig for context {context}; their kubectl uses the current context");
+    }
+    written.or_else(|| cfg.kubeconfig.clone())
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(bytes)
 }
 
 fn arg_max() -> usize {
