@@ -205,6 +205,9 @@ pub fn finalizer_action(obj: &DynamicObject, name: Option<&str>) -> FinalizerAct
 /// Lists return items without apiVersion and kind; hooks expect them.
 pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&str>) -> Seen {
     let action = finalizer_action(&obj, finalizer);
+    // As kubectl shows objects: managedFields is bookkeeping of the API server, large,
+    // and of no use to a hook.
+    obj.metadata.managed_fields = None;
     if obj.types.as_ref().is_none_or(|t| t.kind.is_empty()) {
         obj.types = Some(TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
     }
