@@ -98,10 +98,10 @@ impl Deliverer {
                 ),
             }
         }
-        if let (Some(j), true, false) = (&self.journal, ev.id != 0, delivered == Delivered::Interrupted) {
-            if let Err(e) = j.done(ev.id) {
-                tracing::error!("{e}");
-            }
+        if let (Some(j), true, false) = (&self.journal, ev.id != 0, delivered == Delivered::Interrupted)
+            && let Err(e) = j.done(ev.id)
+        {
+            tracing::error!("{e}");
         }
         delivered
     }

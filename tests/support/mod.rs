@@ -297,6 +297,8 @@ impl Cluster {
         }
         std::thread::sleep(down);
         let log = std::fs::OpenOptions::new().append(true).open(self.dir.join("logs/kube-apiserver.log")).unwrap();
+        // It outlives this call, as the original did; stop.sh ends it by its PID file.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
