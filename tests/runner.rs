@@ -266,3 +266,34 @@ fn sigterm_stops_the_runner_with_status_0() {
     let status = op.stop();
     op.check(status.success(), "exit 0 after SIGTERM");
 }
+
+#[test]
+fn the_echo_hooks_log_every_pod_event() {
+    let c = cluster();
+    let ns = c.namespace("echo");
+    let hooks = support::repo().join("hooks/echo").display().to_string();
+    let op = Operator::start(&["-o", "pods", "-n", &ns.name, "-h", &hooks]);
+    op.wait_for_log("listed ", secs(30));
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"},
+      "spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"busybox","command":["true"]}]}}"#;
+    c.apply(&ns.name, pod);
+    op.wait_for_log(&format!("ADDED: Pod {}/web", ns.name), secs(20));
+    op.wait_for_log(&format!("MODIFIED: Pod {}/web", ns.name), secs(30));
+    c.ok(&["delete", "pod", "web", "-n", &ns.name, "--grace-period=0", "--force"]);
+    op.wait_for_log(&format!("DELETED: Pod {}/web", ns.name), secs(30));
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let c = cluster();
+    let ns = c.namespace("jsonlog");
+    let rec = Recorder::new(&[]);
+    rec.hook("added", "#!/bin/sh\necho \"said $EVENT_OBJECT_METADATA_NAME\"\n");
+    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "--log-format", "json"]);
+    c.apply(&ns.name, &configmap("j", "", ""));
+    op.wait_for_log("said j", secs(20));
+    for line in op.log_text().lines() {
+        let v: Result<serde_json::Value, _> = serde_json::from_str(line);
+        op.check(v.as_ref().is_ok_and(|v| v["level"].is_string() && v["message"].is_string()), &format!("not a JSON log line: {line}"));
+    }
+}

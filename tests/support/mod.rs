@@ -48,6 +48,8 @@ impl Cluster {
         let mut child = Command::new("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
+            // Ports are reused by later clusters; kubectl's discovery cache is per host:port.
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -74,6 +76,12 @@ impl Cluster {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         self.ok(&["create", "namespace", &name]);
+        // Pods are refused until the controller-manager made the default service account.
+        let start = Instant::now();
+        while !self.kubectl(&["get", "serviceaccount", "default", "-n", &name]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(30), "no default service account in {name}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Namespace { name, cluster: self }
     }
 }
