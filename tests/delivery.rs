@@ -16,13 +16,6 @@ f="$RECORD_DIR/$start-$$"
 mv "$f.tmp" "$f.env"
 "#;
 
-fn start(rec: &Recorder, args: &[&str]) -> Operator {
-    let all: Vec<String> = args.iter().map(|s| s.to_string()).chain(rec.args()).collect();
-    let op = Operator::start(&all);
-    op.wait_for_log("listed ", secs(30));
-    op
-}
-
 fn cm(name: &str, data: &str) -> String {
     format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{{data}}}}}"#)
 }
@@ -38,7 +31,7 @@ fn rapid_changes_to_one_object_arrive_in_order_while_others_run_in_parallel() {
     let rec = Recorder::new(&[]);
     rec.hook("added", TIMED);
     rec.hook("modified", TIMED);
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "--workers", "4"]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name, "--workers", "4"]);
     c.apply(&ns.name, &cm("hot", r#""n":"0""#));
     let cold: Vec<String> = (0..20).map(|i| cm(&format!("cold-{i}"), "")).collect();
     c.apply(&ns.name, &format!(r#"{{"apiVersion":"v1","kind":"List","items":[{}]}}"#, cold.join(",")));
@@ -72,8 +65,10 @@ fn a_hook_failing_twice_then_succeeding_runs_three_times() {
         "added",
         "#!/usr/bin/env bash\nset -euo pipefail\nf=\"$RECORD_DIR/count\"\nn=$(( $(cat \"$f\" 2>/dev/null || echo 0) + 1 ))\necho \"$n\" > \"$f\"\n(( n >= 3 ))\n",
     );
-    let op =
-        start(&rec, &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=flaky", "--backoff-min", "100ms"]);
+    let op = Operator::watching(
+        &rec,
+        &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=flaky", "--backoff-min", "100ms"],
+    );
     c.apply(&ns.name, &cm("flaky", ""));
     let count = || std::fs::read_to_string(rec.out.path().join("count")).unwrap_or_default().trim().to_string();
     op.wait_until("a third run", secs(30), || count() == "3");
@@ -92,7 +87,7 @@ fn exhausted_retries_post_a_hook_failed_event_and_later_events_still_run() {
     let ns = c.namespace("exhaust");
     let rec = Recorder::new(&["modified"]);
     rec.hook("added", "#!/bin/sh\necho broken >&2\nexit 1\n");
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "--retries", "1", "--backoff-min", "100ms"]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name, "--retries", "1", "--backoff-min", "100ms"]);
     c.apply(&ns.name, &cm("doomed", r#""a":"1""#));
     op.wait_for_log("no retries left", secs(30));
     op.wait_until("a HookFailed event", secs(20), || {
@@ -121,8 +116,10 @@ fn a_hanging_hook_is_killed_at_the_timeout_while_other_objects_run() {
         "added",
         "#!/usr/bin/env bash\nset -euo pipefail\nif [[ $EVENT_OBJECT_METADATA_NAME == slow ]]; then\n  echo $$ > \"$RECORD_DIR/slow.pid\"\n  sleep 300\nfi\ntouch \"$RECORD_DIR/$EVENT_OBJECT_METADATA_NAME.done\"\n",
     );
-    let op =
-        start(&rec, &["-o", "cm", "-n", &ns.name, "--hook-timeout", "15s", "--retries", "0", "--grace-period", "1s"]);
+    let op = Operator::watching(
+        &rec,
+        &["-o", "cm", "-n", &ns.name, "--hook-timeout", "15s", "--retries", "0", "--grace-period", "1s"],
+    );
     c.apply(&ns.name, &cm("slow", ""));
     let pid_file = rec.out.path().join("slow.pid");
     op.wait_until("the slow hook to start", secs(20), || pid_file.exists());
@@ -148,21 +145,22 @@ fn a_runner_killed_mid_hook_delivers_the_event_again_from_its_queue() {
     let rec = Recorder::new(&[]);
     rec.hook(
         "modified",
-        "#!/usr/bin/env bash\nset -euo pipefail\nif [[ ! -e $RECORD_DIR/first ]]; then touch \"$RECORD_DIR/first\"; sleep 300; fi\ntouch \"$RECORD_DIR/second\"\n",
+        "#!/usr/bin/env bash\nset -euo pipefail\nif [[ ! -e $RECORD_DIR/first ]]; then touch \"$RECORD_DIR/first\"; sleep 299; fi\ntouch \"$RECORD_DIR/second\"\n",
     );
     c.apply(&ns.name, &cm("victim", r#""a":"1""#));
     let q = queue.display().to_string();
     let args = ["-o", "cm", "-n", &ns.name, "-c", "-q", &q];
-    let mut first = start(&rec, &args);
+    let mut first = Operator::watching(&rec, &args);
     c.apply(&ns.name, &cm("victim", r#""a":"2""#));
     first.wait_until("the hook to start", secs(20), || rec.out.path().join("first").exists());
     first.signal("KILL");
     first.wait_exit(secs(10));
     // -c: the restart's list gives no event for the existing object; only the queue can.
-    let second = start(&rec, &args);
+    let second = Operator::watching(&rec, &args);
     second.wait_until("the event again after the restart", secs(30), || rec.out.path().join("second").exists());
     second.check(second.log_text().contains("delivering 1 unfinished events first"), "replay line");
-    let _ = std::process::Command::new("pkill").args(["-f", "sleep 300"]).status();
+    // The killed runner's hook lives on in its own process group (299: no other test's).
+    let _ = std::process::Command::new("pkill").args(["-f", "sleep 299"]).status();
 }
 
 #[test]
@@ -180,7 +178,7 @@ fn finalizer_mode_handles_a_delete_made_while_the_runner_was_down() {
         "--finalizer",
         "test.example.com/cleanup",
     ];
-    let mut op = start(&rec, &args);
+    let mut op = Operator::watching(&rec, &args);
     c.apply(&ns.name, &cm("held", ""));
     let finalizers = || c.ok(&["get", "cm", "held", "-n", &ns.name, "-o", "jsonpath={.metadata.finalizers}"]);
     op.wait_until("the finalizer on the object", secs(20), || finalizers().contains("test.example.com/cleanup"));
@@ -189,7 +187,7 @@ fn finalizer_mode_handles_a_delete_made_while_the_runner_was_down() {
     c.ok(&["delete", "cm", "held", "-n", &ns.name, "--wait=false"]);
     let ts = c.ok(&["get", "cm", "held", "-n", &ns.name, "-o", "jsonpath={.metadata.deletionTimestamp}"]);
     op.check(!ts.is_empty(), "the object waits for the finalizer while the runner is down");
-    let op = start(&rec, &args);
+    let op = Operator::watching(&rec, &args);
     op.wait_until("the deleted hook", secs(20), || rec.types_of("held").contains(&"DELETED".to_string()));
     op.wait_until("the object gone", secs(20), || !c.kubectl(&["get", "cm", "held", "-n", &ns.name]).status.success());
     std::thread::sleep(secs(1));

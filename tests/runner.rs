@@ -4,14 +4,6 @@ mod support;
 
 use support::{Operator, Recorder, cluster, secs};
 
-fn start(rec: &Recorder, args: &[&str]) -> Operator {
-    let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    all.extend(rec.args());
-    let op = Operator::start(&all);
-    op.wait_for_log("listed ", secs(30));
-    op
-}
-
 fn configmap(name: &str, labels: &str, data: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\ndata: {{{data}}}\n")
 }
@@ -22,7 +14,7 @@ fn existing_objects_are_added_then_changes_and_deletes_follow() {
     let ns = c.namespace("lifecycle");
     c.apply(&ns.name, &configmap("before", "", "a: '1'"));
     let rec = Recorder::new(&["added", "modified", "deleted"]);
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     op.wait_until("ADDED for the existing object", secs(20), || rec.types_of("before") == ["ADDED"]);
     c.apply(&ns.name, &configmap("before", "", "a: '2'"));
     c.ok(&["delete", "configmap", "before", "-n", &ns.name]);
@@ -39,7 +31,7 @@ fn changes_only_skips_existing_objects() {
     let ns = c.namespace("changes");
     c.apply(&ns.name, &configmap("old", "", ""));
     let rec = Recorder::new(&["added", "modified"]);
-    let op = start(&rec, &["-o", "configmaps", "-n", &ns.name, "-c"]);
+    let op = Operator::watching(&rec, &["-o", "configmaps", "-n", &ns.name, "-c"]);
     c.apply(&ns.name, &configmap("new", "", ""));
     op.wait_until("ADDED for the new object", secs(20), || rec.types_of("new") == ["ADDED"]);
     op.check(rec.types_of("old").is_empty(), "the existing object gave no event with -c");
@@ -51,8 +43,8 @@ fn namespace_limits_and_all_namespaces_widens() {
     let (ns1, ns2) = (c.namespace("scope-a"), c.namespace("scope-b"));
     let rec_one = Recorder::new(&["added"]);
     let rec_all = Recorder::new(&["added"]);
-    let one = start(&rec_one, &["-o", "configmap", "-n", &ns1.name]);
-    let all = start(&rec_all, &["-o", "ConfigMap", "-A"]);
+    let one = Operator::watching(&rec_one, &["-o", "configmap", "-n", &ns1.name]);
+    let all = Operator::watching(&rec_all, &["-o", "ConfigMap", "-A"]);
     c.apply(&ns1.name, &configmap("in-a", "", ""));
     c.apply(&ns2.name, &configmap("in-b", "", ""));
     all.wait_until("both objects with -A", secs(20), || {
@@ -68,8 +60,10 @@ fn label_and_field_selectors_filter() {
     let ns = c.namespace("selectors");
     let rec_l = Recorder::new(&["added"]);
     let rec_f = Recorder::new(&["added"]);
-    let by_label = start(&rec_l, &["-o", "cm", "-n", &ns.name, "--label-selector", "tier in (web,api),!canary"]);
-    let by_field = start(&rec_f, &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=picked"]);
+    let by_label =
+        Operator::watching(&rec_l, &["-o", "cm", "-n", &ns.name, "--label-selector", "tier in (web,api),!canary"]);
+    let by_field =
+        Operator::watching(&rec_f, &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=picked"]);
     c.apply(&ns.name, &configmap("web", "tier: web", ""));
     c.apply(&ns.name, &configmap("canary", "tier: web, canary: 'yes'", ""));
     c.apply(&ns.name, &configmap("db", "tier: db", ""));
@@ -101,7 +95,7 @@ fn filter_spec_and_filter_status_drop_those_variables() {
     let c = cluster();
     let ns = c.namespace("filters");
     let rec = Recorder::new(&["added"]);
-    let op = start(&rec, &["-o", "services", "-n", &ns.name, "-s", "-S"]);
+    let op = Operator::watching(&rec, &["-o", "services", "-n", &ns.name, "-s", "-S"]);
     c.ok(&["create", "service", "clusterip", "svc", "--tcp=80:80", "-n", &ns.name]);
     op.wait_until("ADDED", secs(20), || rec.types_of("svc").len() == 1);
     let run = &rec.runs_of("svc")[0];
@@ -137,7 +131,7 @@ fn event_file_holds_the_whole_event() {
     let ns = c.namespace("eventfile");
     let rec = Recorder::new(&[]);
     rec.hook("added", "#!/usr/bin/env bash\nset -euo pipefail\ncp \"$EVENT_FILE\" \"$RECORD_DIR/event.json\"\n");
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     c.apply(&ns.name, &configmap("f", "app.kubernetes.io/name: web, app-kubernetes-io/name: other", ""));
     let path = rec.out.path().join("event.json");
     op.wait_until("the event file copy", secs(20), || path.exists());
@@ -166,7 +160,7 @@ fn values_arrive_byte_for_byte_and_nothing_runs() {
         "line1\nline2".to_string(),
     ];
     let rec = Recorder::new(&["added"]);
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     let data: serde_json::Map<String, serde_json::Value> =
         nasty.iter().enumerate().map(|(i, v)| (format!("v{i}"), serde_json::Value::String(v.clone()))).collect();
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nasty"}, "data": data});
@@ -193,7 +187,7 @@ fn custom_resources_resolve_by_short_name() {
     c.ok(&["wait", "--for=condition=Established", "crd/widgets.test.example.com", "--timeout=30s"]);
     let ns = c.namespace("crd");
     let rec = Recorder::new(&["added"]);
-    let op = start(&rec, &["-o", "wdg", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "wdg", "-n", &ns.name]);
     c.apply(
         &ns.name,
         r#"{"apiVersion":"test.example.com/v1","kind":"Widget","metadata":{"name":"w1"},"spec":{"size":3}}"#,
@@ -210,7 +204,7 @@ fn hook_output_goes_to_the_log_tagged_with_hook_and_object() {
     let ns = c.namespace("output");
     let rec = Recorder::new(&[]);
     rec.hook("added", "#!/usr/bin/env bash\necho \"hello from $EVENT_OBJECT_METADATA_NAME\"\necho oops >&2\n");
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     c.apply(&ns.name, &configmap("talker", "", ""));
     let key = format!("[added {}/talker] hello from talker", ns.name);
     op.wait_for_log(&key, secs(20));
@@ -224,7 +218,7 @@ fn missing_and_non_executable_hooks_are_reported_and_the_runner_goes_on() {
     let rec = Recorder::new(&["modified"]);
     let added = rec.hook("added", "#!/bin/sh\n");
     std::fs::set_permissions(&added, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "-L", "debug"]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name, "-L", "debug"]);
     c.apply(&ns.name, &configmap("h", "", "a: '1'"));
     op.wait_for_log("chmod +x", secs(20));
     c.ok(&["delete", "cm", "h", "-n", &ns.name]);
@@ -240,7 +234,7 @@ fn hook_failure_is_an_error_naming_hook_object_and_status() {
     let ns = c.namespace("failing");
     let rec = Recorder::new(&[]);
     rec.hook("added", "#!/bin/sh\nexit 100\n");
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     c.apply(&ns.name, &configmap("f", "", ""));
     op.wait_for_log(&format!("ERROR hook added for {}/f exited with status 100", ns.name), secs(20));
 }
@@ -262,7 +256,7 @@ fn sigterm_stops_the_runner_with_status_0() {
     let c = cluster();
     let ns = c.namespace("sigterm");
     let rec = Recorder::new(&["added"]);
-    let mut op = start(&rec, &["-o", "cm", "-n", &ns.name]);
+    let mut op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     let status = op.stop();
     op.check(status.success(), "exit 0 after SIGTERM");
 }
@@ -289,11 +283,14 @@ fn json_log_format_writes_one_json_object_per_line() {
     let ns = c.namespace("jsonlog");
     let rec = Recorder::new(&[]);
     rec.hook("added", "#!/bin/sh\necho \"said $EVENT_OBJECT_METADATA_NAME\"\n");
-    let op = start(&rec, &["-o", "cm", "-n", &ns.name, "--log-format", "json"]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name, "--log-format", "json"]);
     c.apply(&ns.name, &configmap("j", "", ""));
     op.wait_for_log("said j", secs(20));
     for line in op.log_text().lines() {
         let v: Result<serde_json::Value, _> = serde_json::from_str(line);
-        op.check(v.as_ref().is_ok_and(|v| v["level"].is_string() && v["message"].is_string()), &format!("not a JSON log line: {line}"));
+        op.check(
+            v.as_ref().is_ok_and(|v| v["level"].is_string() && v["message"].is_string()),
+            &format!("not a JSON log line: {line}"),
+        );
     }
 }

@@ -202,6 +202,14 @@ impl Operator {
         Operator { child: Some(child), args: all, log, stdout, stderr, _dir: dir }
     }
 
+    /// Starts with a recorder's hooks and waits until the initial list is done.
+    pub fn watching(rec: &Recorder, args: &[&str]) -> Operator {
+        let all: Vec<String> = args.iter().map(|s| s.to_string()).chain(rec.args()).collect();
+        let op = Operator::start(&all);
+        op.wait_for_log("listed ", Duration::from_secs(30));
+        op
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
