@@ -1,20 +1,7 @@
-//! `operator`: watch one kind of Kubernetes object and run a shell hook for every event.
-
-mod cli;
-mod config;
-mod deliver;
-mod finalizer;
-mod flatten;
-mod hooks;
-mod journal;
-mod log;
-mod queue;
-mod report;
-mod resolve;
-mod run;
-mod watch;
+//! `operator`: parses the command line, runs, and maps every error to one exit status.
 
 use clap::Parser;
+use operator::{cli, config, flatten, log, run};
 use std::io::Read;
 use std::process::ExitCode;
 

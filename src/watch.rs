@@ -112,6 +112,10 @@ impl Tracker {
         self.known.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
     /// A (re-)list starts.
     pub fn init(&mut self) {
         self.relisted = Some(HashSet::new());

@@ -18,7 +18,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --bins --tests -- -D warnings
 
 step "shellcheck"
 mapfile -t scripts < <(grep -rlE '^#!.*(ba)?sh' hooks tests .ci | sort)
