@@ -88,6 +88,9 @@ impl Deliverer {
         if ev.finalizer == FinalizerAction::Add {
             self.edit_finalizer(ev, true).await;
         }
+        if !ev.hook {
+            return Delivered::Done;
+        }
         let delivered = self.deliver(ev).await;
         if ev.finalizer == FinalizerAction::Remove {
             match delivered {

@@ -140,6 +140,7 @@ fn to_event(line: &str) -> Option<ObjectEvent> {
         object: rec.object?.get().into(),
         finalizer: rec.finalizer.unwrap_or_default(),
         id: rec.id,
+        hook: true,
     })
 }
 
@@ -204,6 +205,7 @@ mod tests {
             object: format!("{{\"metadata\":{{\"name\":\"{key}\"}}}}").into(),
             finalizer: FinalizerAction::None,
             id: 0,
+            hook: true,
         }
     }
 

@@ -73,6 +73,8 @@ pub struct ObjectEvent {
     pub finalizer: FinalizerAction,
     /// Its entry in the durable queue (0: none).
     pub id: u64,
+    /// Whether a hook runs; false for an event that only adds the finalizer (-c at start).
+    pub hook: bool,
 }
 
 /// The identity and last JSON of an object, as the tracker needs them.
@@ -148,9 +150,10 @@ impl Tracker {
             // Being deleted and held by our finalizer: the deleted hook's turn, even with -c.
             let ev = event(EventType::Deleted, &seen.key, &seen.object);
             out.push(ObjectEvent { finalizer: FinalizerAction::Remove, ..ev });
-        } else if !silent && !finalizing {
+        } else if !finalizing && (!silent || seen.finalizer == FinalizerAction::Add) {
+            // With -c an existing object still gets the finalizer, but no hook.
             let ev = event(kind, &seen.key, &seen.object);
-            out.push(ObjectEvent { finalizer: seen.finalizer, ..ev });
+            out.push(ObjectEvent { finalizer: seen.finalizer, hook: !silent, ..ev });
         }
         let known =
             Known { uid: seen.uid, version: seen.version, object: seen.object, finalized: finalizing || finalized };
@@ -190,7 +193,7 @@ impl Tracker {
 }
 
 fn event(kind: EventType, key: &Arc<str>, object: &Arc<str>) -> ObjectEvent {
-    ObjectEvent { kind, key: key.clone(), object: object.clone(), finalizer: FinalizerAction::None, id: 0 }
+    ObjectEvent { kind, key: key.clone(), object: object.clone(), finalizer: FinalizerAction::None, id: 0, hook: true }
 }
 
 /// What the finalizer `name` (if any) asks for this object.
@@ -289,7 +292,7 @@ impl Watch {
                 },
             };
             for mut ev in events {
-                if let (Some(j), false) = (&journal, ev.kind == EventType::Sync) {
+                if let (Some(j), false, true) = (&journal, ev.kind == EventType::Sync, ev.hook) {
                     j.add(&mut ev)?;
                 }
                 tx.send(ev).await.map_err(|_| WatchError::QueueClosed)?;
@@ -370,6 +373,15 @@ mod tests {
         assert_eq!(out[0].finalizer, FinalizerAction::Remove);
         assert!(t.apply(deleting("a", "1", "12")).is_empty(), "no second DELETED while it lingers");
         assert!(t.delete(obj("a", "1", "13")).is_empty(), "no second DELETED when it goes");
+    }
+
+    #[test]
+    fn changes_only_still_adds_the_finalizer_to_existing_objects_without_a_hook() {
+        let mut t = Tracker::new(true);
+        let out = listed(&mut t, vec![Seen { finalizer: FinalizerAction::Add, ..obj("a", "1", "10") }]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].finalizer, FinalizerAction::Add);
+        assert!(!out[0].hook);
     }
 
     #[test]
