@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// One way of starting a process, run once per call.
+type Case<'a> = (&'static str, Box<dyn Fn() + Sync + 'a>);
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -80,7 +83,7 @@ fn benches(c: &mut Criterion) {
     let env = runner_env();
     let n = cpus();
     let truth = PathBuf::from("/bin/true");
-    let cases: [(&str, Box<dyn Fn() + Sync>); 3] = [
+    let cases: [Case; 3] = [
         ("true", Box::new(|| run_plain(&truth))),
         ("sh-hook", Box::new(|| run_plain(&hook))),
         ("runner-like", Box::new(|| run_runner_like(&hook, &env))),

@@ -18,10 +18,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --locked --bins --tests -- -D warnings
+cargo clippy --locked --all-targets -- -D warnings
 
 step "shellcheck"
-mapfile -t scripts < <(grep -rlE '^#!.*(ba)?sh' hooks tests .ci | sort)
+mapfile -t scripts < <(grep -rlE '^#!.*(ba)?sh' hooks tests bench .ci | sort)
 shellcheck -x "${scripts[@]}"
 echo "${#scripts[@]} scripts clean"
 

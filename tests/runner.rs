@@ -130,7 +130,10 @@ fn event_file_holds_the_whole_event() {
     let c = cluster();
     let ns = c.namespace("eventfile");
     let rec = Recorder::new(&[]);
-    rec.hook("added", "#!/usr/bin/env bash\nset -euo pipefail\ncp \"$EVENT_FILE\" \"$RECORD_DIR/$EVENT_OBJECT_METADATA_NAME.json\"\n");
+    rec.hook(
+        "added",
+        "#!/usr/bin/env bash\nset -euo pipefail\ncp \"$EVENT_FILE\" \"$RECORD_DIR/$EVENT_OBJECT_METADATA_NAME.json\"\n",
+    );
     let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
     c.apply(&ns.name, &configmap("f", "app.kubernetes.io/name: web, app-kubernetes-io/name: other", ""));
     let path = rec.out.path().join("f.json");

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Turns one benchmark run into the table: prints it and writes it into bench/RESULTS.md.
+
+  bench/report.py --criterion target/criterion --e2e e2e.json --spawn spawn.json \
+                  --machine machine.txt --cpus 2 --results bench/RESULTS.md
+
+Only the part of RESULTS.md between the `results:begin` and `results:end` markers
+is replaced; the analysis around it is kept.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+
+BEGIN, END = "<!-- results:begin (written by bench/run.sh) -->", "<!-- results:end -->"
+MIB = 1024 * 1024
+
+
+def criterion_means(root):
+    """full id -> (mean ns, lower ns, upper ns)."""
+    out = {}
+    for path in glob.glob(os.path.join(root, "**", "new", "benchmark.json"), recursive=True):
+        with open(path) as f:
+            full_id = json.load(f)["full_id"]
+        with open(os.path.join(os.path.dirname(path), "estimates.json")) as f:
+            mean = json.load(f)["mean"]
+        ci = mean["confidence_interval"]
+        out[full_id] = (mean["point_estimate"], ci["lower_bound"], ci["upper_bound"])
+    return out
+
+
+def fmt_time(ns):
+    if ns is None:
+        return "n/a"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e3:.1f} µs"
+
+
+def rate(ns):
+    return 1e9 / ns if ns else None
+
+
+def num(x, digits=0, unit=""):
+    if x is None:
+        return "n/a"
+    return f"{x:,.{digits}f}{unit}"
+
+
+def verdict(ok, text):
+    return ("met" if ok else "**missed**") + (f": {text}" if text else "")
+
+
+def kopf_mem_cell(kp):
+    if not kp:
+        return "n/a"
+    cell = num(kp["hwm_kib"] / 1024, 1, " MiB")
+    if kp.get("timed_out"):
+        cell += f" (had seen only {kp.get('seen') or 0:,} after 240 s)"
+    return cell
+
+
+def rows(crit, e2e, spawn, cpus):
+    r = []
+    add = lambda *cells: r.append(cells)  # noqa: E731
+    get = lambda key: crit.get(key, (None, None, None))[0]  # noqa: E731
+
+    add("**1. Flattening** (per event, environment included; criterion means)", "", "", "", "")
+    for obj, label in (("pod-event", "pod fixture (74 variables)"), ("configmap-100k", "ConfigMap, 100 KiB")):
+        add(f"flatten + env, {label}", fmt_time(get(f"flatten+env/{obj}")), "", "", "")
+        add(f"… measured apart: text + parse + flatten / environment (with a clone of the variables), {label}",
+            f"{fmt_time(get(f'flatten/{obj}'))} / {fmt_time(get(f'env/{obj}'))}", "", "", "")
+        add(f"… + write/remove event file, {label}", fmt_time(get(f"flatten+env+file/{obj}")), "", "", "")
+
+    add("**2. Spawn ceiling** (started and reaped per second; criterion mean time per process)", "", "", "", "")
+    ceiling = {}
+    for case, label in (("true", "`/bin/true`"), ("sh-hook", "trivial `#!/bin/sh` hook"),
+                        ("runner-like", "that hook as spawn.rs starts it (env, pipes, pgroup)")):
+        for n in (1, cpus):
+            ns = get(f"{case}/{n}")
+            if case == "true":
+                ceiling[n] = rate(ns)
+            add(f"{label}, {n} at a time", f"{num(rate(ns))}/s ({fmt_time(ns)})", "",
+                "the ceiling" if case == "true" else "", "")
+    if spawn:
+        add("bash hook start delay (spawn call → first line), p50 / p99",
+            f"{spawn['bash_start_p50_ms']:.2f} / {spawn['bash_start_p99_ms']:.2f} ms", "", "", "")
+
+    tp = {(t["tool"], t["workers"]): t for t in e2e.get("throughput", [])}
+    kopf_tp = tp.get(("kopf", None))
+    n_obj = next(iter(tp.values()))["objects"] if tp else 10000
+    add(f"**3. Throughput** ({n_obj:,} existing pods, trivial hook; hooks/s from process start, "
+        "and from first to last hook)", "", "", "", "")
+    for w in (1, cpus):
+        t = tp.get(("operator", w))
+        if not t:
+            continue
+        steady = t.get("rate_steady")
+        ratio = steady / ceiling[w] if steady and ceiling.get(w) else None
+        kopf_rate = kopf_tp.get("rate_steady") if kopf_tp else None
+        kopf_cell = (f"{num(kopf_tp['rate_total'])} / {num(kopf_rate)}" if kopf_tp else "n/a") if w == cpus else ""
+        tgt = f"≥ 70% of ceiling ({num(0.7 * ceiling[w])}/s)" if w == cpus and ceiling.get(w) else ""
+        ok = ratio is not None and ratio >= 0.7
+        ahead = kopf_rate is None or (steady or 0) > kopf_rate
+        ver = ""
+        if w == cpus:
+            ver = verdict(ok and ahead, f"{ratio:.0%} of ceiling" if ratio else "")
+            if ok and not ahead:
+                ver += " (behind kopf)"
+        add(f"--workers {w}: total / steady hooks/s ({ratio:.0%} of the {w}-at-a-time ceiling)"
+            if ratio else f"--workers {w}", f"{num(t['rate_total'])} / {num(steady)}", kopf_cell, tgt, ver)
+    for w in (1, cpus):
+        t = tp.get(("operator", w))
+        if t:
+            add(f"--workers {w}: CPU of the runner itself / of its hooks / machine busy",
+                f"{t['cpu_own_s']:.1f} s / {t['cpu_hooks_s']:.1f} s / {t['machine_busy']:.0%}",
+                (f"{kopf_tp['cpu_own_s']:.1f} s / {kopf_tp['cpu_hooks_s']:.1f} s / {kopf_tp['machine_busy']:.0%}"
+                 if kopf_tp and w == cpus else ""), "", "")
+    if kopf_tp and kopf_tp.get("timed_out"):
+        add("kopf did not finish", f"{kopf_tp['hooks_run']} hooks in the time limit", "", "", "")
+
+    lat = {x["tool"]: x for x in e2e.get("latency", [])}
+    if lat:
+        op, kp = lat.get("operator"), lat.get("kopf")
+        add(f"**4. Latency** ({op['changes']} pod creations at {op['rate']:.0f}/s, idle; API answer → hook's first line)",
+            "", "", "", "")
+        p99_ok = op["p99_ms"] < 10
+        ahead = not kp or (op["p99_ms"] < kp["p99_ms"] and op["p50_ms"] < kp["p50_ms"])
+        add("p50 / p99", f"{op['p50_ms']:.1f} / {op['p99_ms']:.1f} ms",
+            f"{kp['p50_ms']:.1f} / {kp['p99_ms']:.1f} ms" if kp else "n/a", "p99 < 10 ms",
+            verdict(p99_ok and ahead, "" if ahead else "behind kopf"))
+        add("p50 / p99 from the client's send (upper bound)",
+            f"{op['p50_from_send_ms']:.1f} / {op['p99_from_send_ms']:.1f} ms",
+            f"{kp['p50_from_send_ms']:.1f} / {kp['p99_from_send_ms']:.1f} ms" if kp else "", "", "")
+        add("create request round trip p50 / p99", f"{op['rtt_p50_ms']:.1f} / {op['rtt_p99_ms']:.1f} ms",
+            f"{kp['rtt_p50_ms']:.1f} / {kp['rtt_p99_ms']:.1f} ms" if kp else "", "", "")
+
+    sizes = {s["objects"]: s for s in e2e.get("sizes", [])}
+    mem = {(m["tool"], m["objects"]): m for m in e2e.get("memory", [])}
+    if mem:
+        add("**5. Peak RSS** (VmHWM, watching N pods, no hook)", "", "", "", "")
+    for n in sorted(sizes):
+        s, op, kp = sizes[n], mem.get(("operator", n)), mem.get(("kopf", n))
+        limit = 1.5 * s["compact_bytes"] + 20 * MIB
+        op_b = op["hwm_kib"] * 1024 if op else None
+        kp_b = kp["hwm_kib"] * 1024 if kp else None
+        ok = op_b is not None and op_b < limit
+        ahead = kp_b is None or kp.get("timed_out") or (op_b or 0) < kp_b
+        add(f"{n:,} pods: JSON {s['compact_bytes'] / MIB:.1f} MiB compact, {s['kubectl_json_bytes'] / MIB:.1f} MiB "
+            f"as kubectl -o json", num(op_b / MIB if op_b else None, 1, " MiB"),
+            kopf_mem_cell(kp), f"< {limit / MIB:.1f} MiB",
+            verdict(ok and ahead, f"{op_b / limit:.0%} of the limit" if op_b else ""))
+    for w in (cpus,):
+        t = tp.get(("operator", w))
+        if t:
+            add(f"{n_obj:,} pods with the hook running (throughput run, --workers {w})",
+                num(t["hwm_kib"] / 1024, 1, " MiB"), num(kopf_tp["hwm_kib"] / 1024, 1, " MiB") if kopf_tp else "",
+                "", "")
+
+    if tp.get(("operator", cpus)):
+        t = tp[("operator", cpus)]
+        add(f"**6. Start-up** ({n_obj:,} existing pods: process start → first hook)", "", "", "", "")
+        ok = t["startup_s"] is not None and t["startup_s"] < 2
+        ahead = not kopf_tp or kopf_tp["startup_s"] is None or t["startup_s"] < kopf_tp["startup_s"]
+        t1 = tp.get(("operator", 1))
+        add(f"--workers {cpus}" + (f" (--workers 1: {t1['startup_s']:.2f} s)" if t1 else ""),
+            f"{t['startup_s']:.2f} s", f"{kopf_tp['startup_s']:.2f} s" if kopf_tp and kopf_tp["startup_s"] else "",
+            "< 2 s", verdict(ok and ahead, "" if ahead else "behind kopf"))
+    return r
+
+
+def table(rs):
+    lines = ["| figure | operator | kopf | target | verdict |", "|---|---|---|---|---|"]
+    for cells in rs:
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--criterion", required=True)
+    ap.add_argument("--e2e", required=True)
+    ap.add_argument("--spawn")
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--cpus", type=int, required=True)
+    ap.add_argument("--results", required=True)
+    args = ap.parse_args()
+    crit = criterion_means(args.criterion)
+    with open(args.e2e) as f:
+        e2e = json.load(f)
+    spawn = None
+    if args.spawn and os.path.exists(args.spawn):
+        with open(args.spawn) as f:
+            spawn = json.load(f)
+    with open(args.machine) as f:
+        machine = f.read().rstrip()
+    body = table(rows(crit, e2e, spawn, args.cpus))
+    print(body)
+    section = f"{BEGIN}\n\n## The run\n\n```\n{machine}\n```\n\n{body}\n\n{END}"
+    text = ""
+    if os.path.exists(args.results):
+        with open(args.results) as f:
+            text = f.read()
+    if BEGIN in text and END in text:
+        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
+    else:
+        text = (text.rstrip() + "\n\n" if text else "# Benchmark results\n\n") + section + "\n"
+    with open(args.results, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Runs the whole benchmark of issue 7 and prints the table; writes it, with the
+# machine's description, into bench/RESULTS.md (between its results markers).
+#
+#   bench/run.sh [--phases LIST] [--keep]
+#
+# Steps: cargo build --release; criterion benches (benches/flatten.rs,
+# benches/spawn.rs); a kopf virtualenv (/tmp/kopf-venv, created once from
+# PyPI); a local control plane without the pod simulator (pods stay Pending);
+# bench/e2e.py (latency, memory at 1,000 / 10,000 / 50,000 pods, throughput and
+# start-up at 10,000); bench/report.py. About 10 minutes on 2 cores once
+# built (575 s measured; a cold build adds about 10).
+#
+# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k (default: all);
+#                a subset writes its table into the work directory, not RESULTS.md
+# --keep         keep the work directory (logs, hook outputs) and print its path
+# Env: KOPF_VENV (default /tmp/kopf-venv), BENCH_WORK (default: a new mktemp -d).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+PHASES=latency,mem1k,throughput,mem10k,mem50k
+KEEP=0
+KEEP_WORK=0
+KOPF_VENV=${KOPF_VENV:-/tmp/kopf-venv}
+CLUSTER=
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+while (($#)); do
+  case $1 in
+    --phases) PHASES=${2:?--phases needs a value}; shift 2 ;;
+    --keep) KEEP=1; KEEP_WORK=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown argument $1" >&2; usage ;;
+  esac
+done
+
+WORK=${BENCH_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/operator-bench.XXXXXX")}
+mkdir -p "$WORK"
+# Only a full run replaces the table in bench/RESULTS.md; a subset writes its own file.
+RESULTS=$HERE/RESULTS.md
+if [[ $PHASES != latency,mem1k,throughput,mem10k,mem50k ]]; then
+  RESULTS=$WORK/RESULTS.md
+  KEEP_WORK=1
+fi
+
+cleanup() {
+  stop_cluster
+  if ((KEEP_WORK)); then echo "run.sh: work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+# The cluster's directory holds etcd's data (about 130 MB with 50,000 pods): removed unless --keep.
+stop_cluster() {
+  [[ -n $CLUSTER ]] || return 0
+  local clean=--clean
+  ((KEEP)) && clean=
+  "$REPO/tests/cluster/stop.sh" $clean "$CLUSTER" >/dev/null 2>&1 || true
+  ((KEEP)) && echo "run.sh: cluster directory kept: $CLUSTER" >&2
+  CLUSTER=
+}
+
+say() { printf '[run.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# The machine, as the results file describes it; the load average is taken now, before anything runs.
+describe_machine() {
+  local server
+  server=$(kubectl --kubeconfig "$CLUSTER/kubeconfig" version -o json 2>/dev/null \
+    | jq -r '.serverVersion.gitVersion // "?"')
+  {
+    echo "date:        $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "load before: $LOAD_AT_START"
+    echo "cpus:        $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))"
+    echo "memory:      $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "kernel:      $(uname -sr)"
+    echo "kubectl:     $(kubectl version --client -o json | jq -r .clientVersion.gitVersion), server $server"
+    echo "rustc:       $(rustc --version)"
+    echo "kopf:        $("$KOPF_VENV/bin/python" -m pip show kopf 2>/dev/null | awk '/^Version/ {print $2}')" \
+      "on $("$KOPF_VENV/bin/python" --version 2>&1)"
+    echo "commit:      $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml || echo ' (+ uncommitted changes)')"
+  } >"$WORK/machine.txt"
+}
+
+kopf_venv() {
+  if "$KOPF_VENV/bin/python" -c 'import kopf' 2>/dev/null; then return 0; fi
+  say "creating $KOPF_VENV with kopf from PyPI"
+  python3 -m venv "$KOPF_VENV"
+  "$KOPF_VENV/bin/pip" install -q kopf
+}
+
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+START=$SECONDS
+cd "$REPO"
+say "load average at start: $LOAD_AT_START"
+
+say "cargo build --release --locked"
+cargo build --release --locked --quiet
+
+say "criterion: flattening and spawn ceiling"
+SPAWN_BENCH_OUT=$WORK/spawn.json cargo bench --locked --quiet --bench flatten --bench spawn \
+  >"$WORK/criterion.log" 2>&1 || { cat "$WORK/criterion.log" >&2; exit 1; }
+grep -E '^(flatten|true|sh-hook|runner-like|bash)|time:' "$WORK/criterion.log" >&2 || true
+
+kopf_venv
+
+say "starting the local control plane (no pod simulator)"
+CLUSTER=$("$REPO/tests/cluster/start.sh" --no-simulator --owner-pid $$)
+describe_machine
+
+say "end-to-end: $PHASES"
+python3 "$HERE/e2e.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
+  --kopf "$KOPF_VENV/bin/python" --work "$WORK" --out "$WORK/e2e.json" --cpus "$(nproc)" --phases "$PHASES" \
+  --ceiling "$REPO"
+
+stop_cluster
+# The load at the end includes the benchmark's own processes (cluster, tools, hooks).
+echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg) (run took $((SECONDS - START)) s)" >>"$WORK/machine.txt"
+
+python3 "$HERE/report.py" --criterion "$REPO/target/criterion" --e2e "$WORK/e2e.json" \
+  --spawn "$WORK/spawn.json" --machine "$WORK/machine.txt" --cpus "$(nproc)" --results "$RESULTS"
+say "done in $((SECONDS - START)) s; table written to ${RESULTS#"$REPO"/}"
