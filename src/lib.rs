@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod event;
 pub mod finalizer;
 pub mod flatten;
 pub mod hooks;
