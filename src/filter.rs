@@ -77,11 +77,16 @@ fn load_error(code: &str, errs: load::Errors<&str, ()>) -> FilterError {
             None => invalid(code, code, "cannot be read".into()),
         },
         load::Error::Parse(e) => match e.first() {
-            Some((expect, found)) => invalid(code, found, format!("expected {}", expect.as_str())),
+            Some((expect, found)) => invalid(code, found, format!("expected {}", expected(expect.as_str()))),
             None => invalid(code, code, "cannot be parsed".into()),
         },
         load::Error::Io(e) => invalid(code, code, e.first().map(|(_, m)| m.clone()).unwrap_or_default()),
     }
+}
+
+/// jaq says "nothing" where the expression should have ended.
+fn expected(what: &str) -> &str {
+    if what == "nothing" { "the end of the expression" } else { what }
 }
 
 fn compile_error(code: &str, errs: compile::Errors<&str, ()>) -> FilterError {
@@ -103,22 +108,23 @@ impl ObjectFilter {
         self.annotations.is_none() && self.jq.is_none()
     }
 
-    /// Whether the object passes; `why` says which filter it failed (for DEBUG lines).
-    pub fn check(&self, annotations: Option<&BTreeMap<String, String>>, json: &str) -> Result<(), String> {
-        if let Some(sel) = &self.annotations {
-            let empty = BTreeMap::new();
-            if !sel.matches(annotations.unwrap_or(&empty)) {
-                return Err(format!("its annotations do not match --annotation-selector '{}'", sel.text));
+    /// Err says why the object fails --annotation-selector (for DEBUG lines).
+    pub fn check_annotations(&self, annotations: Option<&BTreeMap<String, String>>) -> Result<(), String> {
+        match &self.annotations {
+            Some(sel) if !sel.matches(annotations.unwrap_or(&BTreeMap::new())) => {
+                Err(format!("its annotations do not match --annotation-selector '{}'", sel.text))
             }
+            _ => Ok(()),
         }
-        if let Some(jq) = &self.jq {
-            match jq.matches(json) {
-                Ok(true) => {}
-                Ok(false) => return Err("--filter does not give true".into()),
-                Err(e) => return Err(format!("--filter failed on it ({e})")),
-            }
+    }
+
+    /// Err says why the object (compact JSON) fails --filter.
+    pub fn check_json(&self, json: &str) -> Result<(), String> {
+        match self.jq.as_ref().map(|jq| jq.matches(json)) {
+            None | Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) => Err("--filter does not give true".into()),
+            Some(Err(e)) => Err(format!("--filter failed on it ({e})")),
         }
-        Ok(())
     }
 }
 
@@ -166,8 +172,11 @@ mod tests {
     fn both_filters_must_pass() {
         let f = ObjectFilter { annotations: Some("team=web".parse().unwrap()), jq: Some(jq(".spec.x == 1")) };
         let ann: BTreeMap<String, String> = [("team".to_string(), "web".to_string())].into();
-        assert!(f.check(Some(&ann), r#"{"spec":{"x":1}}"#).is_ok());
-        assert!(f.check(None, r#"{"spec":{"x":1}}"#).is_err());
-        assert!(f.check(Some(&ann), r#"{"spec":{"x":2}}"#).is_err());
+        let check = |a: Option<&BTreeMap<String, String>>, json: &str| {
+            f.check_annotations(a).and_then(|()| f.check_json(json)).is_ok()
+        };
+        assert!(check(Some(&ann), r#"{"spec":{"x":1}}"#));
+        assert!(!check(None, r#"{"spec":{"x":1}}"#));
+        assert!(!check(Some(&ann), r#"{"spec":{"x":2}}"#));
     }
 }
