@@ -6,11 +6,14 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod event_cmd;
+pub mod event_file;
 pub mod finalizer;
 pub mod flatten;
 pub mod hooks;
 pub mod journal;
 pub mod log;
+pub mod owner_ref;
 pub mod queue;
 pub mod report;
 pub mod resolve;
