@@ -1,15 +1,15 @@
 //! Delivers one event to its hook: variables, event file, retries with backoff, failure reporting.
 
 use crate::config::RetryPolicy;
+use crate::event::{EventType, FinalizerAction, ObjectEvent};
 use crate::finalizer::Finalizers;
 use crate::flatten::{self, Flattened};
 use crate::hooks::HookDir;
-use crate::hooks::env::{self, Settings};
+use crate::hooks::env::{Environment, HookCommand, Settings};
 use crate::hooks::spawn::{self, Limits, Outcome};
 use crate::journal::Journal;
 use crate::queue::Job;
 use crate::report::Reporter;
-use crate::watch::{EventType, FinalizerAction, ObjectEvent};
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,7 +44,7 @@ pub enum Delivered {
 
 pub struct Deliverer {
     pub hooks: HookDir,
-    pub settings: Settings,
+    pub env: Environment,
     pub flatten: flatten::Options,
     pub retry: RetryPolicy,
     pub limits: Limits,
@@ -70,7 +70,7 @@ impl Deliverer {
     ) -> Self {
         Deliverer {
             hooks,
-            settings,
+            env: Environment::new(&settings),
             flatten,
             retry,
             limits,
@@ -109,18 +109,24 @@ impl Deliverer {
         delivered
     }
 
+    /// The finalizer is edited by name: the key is `namespace/name` (or `name`), so the
+    /// object need not be parsed for it.
     async fn edit_finalizer(&self, ev: &ObjectEvent, add: bool) {
-        let (Some(f), Ok(object)) = (&self.finalizers, serde_json::from_str::<Value>(&ev.object)) else {
-            return;
-        };
+        let Some(f) = &self.finalizers else { return };
         let (verb, done) = if add { ("add", "added") } else { ("remove", "removed") };
-        let result = if add { f.add(&object).await } else { f.remove(&object).await };
-        match result {
+        let (ns, name) = match ev.key.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, &*ev.key),
+        };
+        match f.edit(ns, name, add).await {
             Ok(()) => tracing::debug!("{}: finalizer {} {done}", ev.key, f.name),
             Err(e) => tracing::error!("{}: cannot {verb} finalizer {}: {e}", ev.key, f.name),
         }
     }
 
+    /// Runs the event's hook with retries, exactly as the runner does for a watch event;
+    /// `operator replay` calls this too. The object is parsed once, here, and only when
+    /// there is a hook to run.
     pub async fn deliver(&self, ev: &ObjectEvent) -> Delivered {
         let hook_name = ev.kind.hook_name();
         let program = match self.hooks.find(hook_name) {
@@ -134,39 +140,45 @@ impl Deliverer {
                 return Delivered::Failed;
             }
         };
-        let text = format!("{{\"type\":\"{}\",\"object\":{}}}", ev.kind.as_str(), ev.object);
-        let Some(event) = self.decode(ev, &text) else {
+        let Some(object) = self.parse(ev) else {
             return Delivered::Failed;
         };
-        let file = match self.write_event_file(&text) {
+        let Some(flat) = self.flatten(ev, &object) else {
+            return Delivered::Failed;
+        };
+        let file = match self.write_event_file(ev) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!("cannot write the event file for {}: {e}", ev.key);
                 return Delivered::Failed;
             }
         };
-        let cmd = env::command(program, event.vars, file.clone(), &self.settings);
-        if !cmd.dropped.is_empty() {
+        let (vars, dropped) = self.env.event_vars(flat.vars, env_bytes_of("EVENT_FILE", &file));
+        if !dropped.is_empty() {
             tracing::warn!(
                 "{}: left out {} (the environment would be too large; see EVENT_FILE)",
                 ev.key,
-                cmd.dropped.join(", ")
+                dropped.join(", ")
             );
         }
-        let result = self.run_with_retries(&cmd, ev, &text).await;
+        let cmd = self.env.command(program, vars, vec![("EVENT_FILE".into(), file.clone().into())]);
+        let result = self.run_with_retries(&cmd, ev, &object).await;
         let _ = std::fs::remove_file(&file);
         result
     }
 
-    fn decode(&self, ev: &ObjectEvent, text: &str) -> Option<Flattened> {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
+    fn parse(&self, ev: &ObjectEvent) -> Option<Value> {
+        match serde_json::from_str(&ev.object) {
+            Ok(v) => Some(v),
             Err(e) => {
                 tracing::error!("event {} of {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
-                return None;
+                None
             }
-        };
-        match flatten::flatten(&value, &self.flatten) {
+        }
+    }
+
+    fn flatten(&self, ev: &ObjectEvent, object: &Value) -> Option<Flattened> {
+        match flatten::flatten_object(ev.kind.as_str(), object, &self.flatten) {
             Ok(f) => {
                 for c in &f.collisions {
                     tracing::debug!("{}: {} comes from {}; {} is left out", ev.key, c.name, c.kept, c.dropped);
@@ -183,15 +195,27 @@ impl Deliverer {
         }
     }
 
-    fn write_event_file(&self, text: &str) -> std::io::Result<PathBuf> {
+    /// `{"type":T,"object":O}` from the object's text as it is: no serializer, no parser.
+    fn write_event_file(&self, ev: &ObjectEvent) -> std::io::Result<PathBuf> {
+        let kind = ev.kind.as_str();
+        let mut text = Vec::with_capacity(ev.object.len() + kind.len() + 24);
+        text.extend_from_slice(b"{\"type\":\"");
+        text.extend_from_slice(kind.as_bytes());
+        text.extend_from_slice(b"\",\"object\":");
+        text.extend_from_slice(ev.object.as_bytes());
+        text.push(b'}');
+        self.write_private_file("event", &text)
+    }
+
+    fn write_private_file(&self, what: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.event_dir.join(format!("event-{n}.json"));
+        let path = self.event_dir.join(format!("{what}-{n}.json"));
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         Ok(path)
     }
 
-    async fn run_with_retries(&self, cmd: &env::HookCommand, ev: &ObjectEvent, text: &str) -> Delivered {
+    async fn run_with_retries(&self, cmd: &HookCommand, ev: &ObjectEvent, object: &Value) -> Delivered {
         let label = format!("{} {}", ev.kind.hook_name(), ev.key);
         let mut attempt: u32 = 0;
         loop {
@@ -206,7 +230,7 @@ impl Deliverer {
             if permanent || attempt >= self.retry.retries {
                 let why = if permanent { "not retried" } else { "no retries left" };
                 tracing::error!("{what}; {why}");
-                self.report(text, &format!("{what}; {why}")).await;
+                self.report(object, &format!("{what}; {why}")).await;
                 return Delivered::Failed;
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
@@ -219,14 +243,16 @@ impl Deliverer {
         }
     }
 
-    async fn report(&self, text: &str, message: &str) {
-        let Some(reporter) = &self.reporter else {
-            return;
-        };
-        if let Ok(event) = serde_json::from_str::<Value>(text) {
-            reporter.warn(&event["object"], "HookFailed", message).await;
+    async fn report(&self, object: &Value, message: &str) {
+        if let Some(reporter) = &self.reporter {
+            reporter.warn(object, "HookFailed", message).await;
         }
     }
+}
+
+/// Bytes a `NAME=value` variable takes in the environment block.
+fn env_bytes_of(name: &str, value: &std::path::Path) -> usize {
+    name.len() + value.as_os_str().len() + 2 + 8
 }
 
 /// Exponential backoff with jitter: between half and all of min·2^attempt, capped at max.

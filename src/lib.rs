@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod event;
 pub mod event_cmd;
 pub mod event_file;
 pub mod finalizer;

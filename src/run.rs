@@ -2,6 +2,7 @@
 
 use crate::config::{Config, Scope};
 use crate::deliver::Deliverer;
+use crate::event::ObjectEvent;
 use crate::finalizer::Finalizers;
 use crate::hooks::HookDir;
 use crate::hooks::env::Settings;
@@ -9,7 +10,7 @@ use crate::hooks::spawn::Limits;
 use crate::journal::Journal;
 use crate::report::Reporter;
 use crate::resolve::{self, Resolved};
-use crate::watch::{ObjectEvent, Tracker, Watch};
+use crate::watch::{Tracker, Watch};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};

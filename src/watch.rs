@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::event::{EventType, FinalizerAction, ObjectEvent};
 use crate::journal::Journal;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,61 +21,6 @@ pub enum WatchError {
     QueueClosed,
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
-}
-
-/// What happened to an object; also the hook's name (lower case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum EventType {
-    Added,
-    Modified,
-    Deleted,
-    Sync,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-            EventType::Sync => "SYNC",
-        }
-    }
-
-    pub fn hook_name(self) -> &'static str {
-        match self {
-            EventType::Added => "added",
-            EventType::Modified => "modified",
-            EventType::Deleted => "deleted",
-            EventType::Sync => "sync",
-        }
-    }
-}
-
-/// What --finalizer mode must do around the hook.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinalizerAction {
-    #[default]
-    None,
-    /// The object lacks the finalizer: add it before the hook runs.
-    Add,
-    /// The object is being deleted: remove the finalizer once the deleted hook succeeded.
-    Remove,
-}
-
-/// One event for one object: its key (`namespace/name`) and its JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectEvent {
-    pub kind: EventType,
-    pub key: Arc<str>,
-    pub object: Arc<str>,
-    pub finalizer: FinalizerAction,
-    /// Its entry in the durable queue (0: none).
-    pub id: u64,
-    /// Whether a hook runs; false for an event that only adds the finalizer (-c at start).
-    pub hook: bool,
 }
 
 /// The identity and last JSON of an object, as the tracker needs them.
@@ -193,7 +139,7 @@ impl Tracker {
 }
 
 fn event(kind: EventType, key: &Arc<str>, object: &Arc<str>) -> ObjectEvent {
-    ObjectEvent { kind, key: key.clone(), object: object.clone(), finalizer: FinalizerAction::None, id: 0, hook: true }
+    ObjectEvent::new(kind, key.clone(), object.clone())
 }
 
 /// What the finalizer `name` (if any) asks for this object.

@@ -65,7 +65,7 @@ pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &Cancella
 fn start(cmd: &HookCommand) -> std::io::Result<Child> {
     Command::new(&cmd.program)
         .env_clear()
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .envs(cmd.layers().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -153,8 +153,8 @@ mod tests {
         let path = dir.path().join("hook");
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let env = vec![("PATH".into(), std::env::var_os("PATH").unwrap())];
-        (dir, HookCommand { program: path, env, dropped: vec![] })
+        let base: Vec<_> = vec![("PATH".into(), std::env::var_os("PATH").unwrap())];
+        (dir, HookCommand { program: path, base: base.into(), event: Vec::new().into(), extra: vec![] })
     }
 
     fn limits(ms: u64) -> Limits {
@@ -199,7 +199,12 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_not_started() {
-        let cmd = HookCommand { program: "/no/such/hook".into(), env: vec![], dropped: vec![] };
+        let cmd = HookCommand {
+            program: "/no/such/hook".into(),
+            base: Vec::new().into(),
+            event: Vec::new().into(),
+            extra: vec![],
+        };
         assert!(matches!(run(&cmd, "t", limits(1000), &CancellationToken::new()).await, Outcome::NotStarted(_)));
     }
 }
