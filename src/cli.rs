@@ -58,6 +58,10 @@ pub struct EventArgs {
     /// (KIND as for -o) [default: the object of $EVENT_FILE]
     #[arg(long, value_name = "KIND/NS/NAME")]
     pub object: Option<String>,
+
+    /// Who reports it: the Event's source, shown as "From" by kubectl describe
+    #[arg(long, value_name = "NAME", default_value = "operator")]
+    pub component: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -23,6 +23,8 @@ pub enum EventCmdError {
     InvalidObject { value: String, reason: String },
     #[error("invalid value '{value}' for '--reason': {reason}")]
     InvalidReason { value: String, reason: &'static str },
+    #[error("invalid value '{0}' for '--component': must not be empty")]
+    InvalidComponent(String),
     #[error(transparent)]
     EventFile(EventFileError),
     #[error("cannot find a Kubernetes configuration (no $KUBECONFIG, no ~/.kube/config, not in a cluster)")]
@@ -46,7 +48,10 @@ impl EventCmdError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            EventCmdError::NoObject | EventCmdError::InvalidObject { .. } | EventCmdError::InvalidReason { .. }
+            EventCmdError::NoObject
+                | EventCmdError::InvalidObject { .. }
+                | EventCmdError::InvalidReason { .. }
+                | EventCmdError::InvalidComponent(_)
         )
     }
 }
@@ -92,7 +97,10 @@ fn note(args: &EventArgs) -> Result<Note, EventCmdError> {
         EventType::Normal => Severity::Normal,
         EventType::Warning => Severity::Warning,
     };
-    Ok(Note { severity, reason: args.reason.clone(), message: args.message.clone() })
+    if args.component.trim().is_empty() {
+        return Err(EventCmdError::InvalidComponent(args.component.clone()));
+    }
+    Ok(Note { severity, reason: args.reason.clone(), message: args.message.clone(), component: args.component.clone() })
 }
 
 /// --object wins; else the hook's EVENT_FILE; else a usage error.
@@ -161,7 +169,13 @@ mod tests {
     use super::*;
 
     fn args(reason: &str) -> EventArgs {
-        EventArgs { reason: reason.into(), message: "m".into(), r#type: EventType::Warning, object: None }
+        EventArgs {
+            reason: reason.into(),
+            message: "m".into(),
+            r#type: EventType::Warning,
+            object: None,
+            component: "operator".into(),
+        }
     }
 
     #[test]

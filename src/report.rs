@@ -7,7 +7,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 use serde_json::Value;
 
-/// Who posts: the reporting component's name.
+/// Who posts, unless told otherwise: the reporting component's name.
 pub const COMPONENT: &str = "operator";
 
 /// A repeat within this time counts on the existing Event (client-go aggregates
@@ -52,6 +52,8 @@ pub struct Note {
     pub severity: Severity,
     pub reason: String,
     pub message: String,
+    /// Shown as the Event's source ("From" in `kubectl describe`).
+    pub component: String,
 }
 
 /// How a post ended: a new Event, or the count of the one it was added to.
@@ -73,7 +75,12 @@ impl Reporter {
 
     /// Best effort: a failure to post is logged, never fatal.
     pub async fn warn(&self, object: &Value, reason: &str, message: &str) {
-        let note = Note { severity: Severity::Warning, reason: reason.into(), message: message.into() };
+        let note = Note {
+            severity: Severity::Warning,
+            reason: reason.into(),
+            message: message.into(),
+            component: COMPONENT.into(),
+        };
         if let Err(e) = post(&self.client, object, &note).await {
             tracing::warn!("cannot post a {reason} event: {e}");
         }
@@ -143,7 +150,7 @@ pub fn event_name(about: &ObjectReference, note: &Note) -> String {
         note.severity.as_str(),
         &note.reason,
         &message_of(note),
-        COMPONENT,
+        &note.component,
     ]
     .join("\0");
     format!("{}.{:016x}", name_prefix(about.name.as_deref().unwrap_or("")), fnv1a(key.as_bytes()))
@@ -186,8 +193,8 @@ pub fn fresh(about: &ObjectReference, note: &Note, name: &str, now: Timestamp) -
         count: Some(1),
         first_timestamp: Some(Time(now)),
         last_timestamp: Some(Time(now)),
-        source: Some(EventSource { component: Some(COMPONENT.into()), host: None }),
-        reporting_component: Some(COMPONENT.into()),
+        source: Some(EventSource { component: Some(note.component.clone()), host: None }),
+        reporting_component: Some(note.component.clone()),
         ..Event::default()
     }
 }
@@ -201,6 +208,7 @@ pub fn repeat(old: Event, about: &ObjectReference, note: &Note, name: &str, now:
         && old.reason == next.reason
         && old.message == next.message
         && old.type_ == next.type_
+        && old.source == next.source
         && last.is_some_and(|t| now.duration_since(t) <= REPEAT_WINDOW);
     if same {
         next.count = Some(old.count.unwrap_or(1).saturating_add(1));
@@ -220,7 +228,12 @@ mod tests {
     }
 
     fn note(reason: &str, message: &str) -> Note {
-        Note { severity: Severity::Warning, reason: reason.into(), message: message.into() }
+        Note {
+            severity: Severity::Warning,
+            reason: reason.into(),
+            message: message.into(),
+            component: COMPONENT.into(),
+        }
     }
 
     fn at(secs: i64) -> Timestamp {
@@ -264,6 +277,9 @@ mod tests {
         let mut normal = note("R", "m");
         normal.severity = Severity::Normal;
         assert_ne!(a, event_name(&about, &normal));
+        let mut other = note("R", "m");
+        other.component = "other".into();
+        assert_ne!(a, event_name(&about, &other));
     }
 
     #[test]

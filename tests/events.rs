@@ -106,6 +106,8 @@ fn object_names_its_target_by_kind_as_o_does() {
             "by hand",
             "--type",
             "Warning",
+            "--component",
+            "tester",
             "--object",
             &format!("ConfigMap/{}/target", ns.name),
         ],
@@ -116,6 +118,8 @@ fn object_names_its_target_by_kind_as_o_does() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0]["involvedObject"]["uid"], uid(&ns.name, "configmap/target").as_str());
     assert_eq!(found[0]["involvedObject"]["apiVersion"], "v1");
+    assert_eq!(found[0]["source"]["component"], "tester");
+    assert_eq!(found[0]["type"], "Warning");
 
     let node = operator(&["event", "--reason", "Seen", "--message", "m", "--object", "nodes/kind-worker"], &[]);
     assert!(node.status.success(), "{}", text(&node));

@@ -14,13 +14,16 @@
 # reason on stderr, which the runner logs), 2 a usage error. Posting is
 # usually best effort: `event_warning NoNode "…" || true`.
 #
+# EVENTS_COMPONENT, when set, names the reporter (the Event's source, "From"
+# in kubectl describe; default "operator"): set it once per hook directory.
 # The runner gives hooks its own binary as OPERATOR_BIN; elsewhere `operator`
 # is looked up on PATH.
 
 event_post() {
   "${OPERATOR_BIN:-operator}" event --type "${1:?usage: event_post TYPE REASON MESSAGE}" \
     --reason "${2:?usage: event_post TYPE REASON MESSAGE}" \
-    --message "${3?usage: event_post TYPE REASON MESSAGE}" "${@:4}"
+    --message "${3?usage: event_post TYPE REASON MESSAGE}" \
+    ${EVENTS_COMPONENT:+--component "$EVENTS_COMPONENT"} "${@:4}"
 }
 
 event_normal() { event_post Normal "$@"; }
