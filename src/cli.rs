@@ -1,6 +1,6 @@
 //! Command-line parsing: operator-sh's flags, plus the new ones; nothing here checks meaning.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Watch one kind of Kubernetes object and run the hook named after each event.
@@ -34,6 +34,42 @@ pub struct Cli {
 pub enum Command {
     /// Print the variables a hook would get for an event read from stdin, as sorted NAME=value lines
     Flatten(FlattenArgs),
+    /// Post a Kubernetes Event about the hook's object (or --object); a repeat within 10 minutes counts on the existing Event
+    Event(EventArgs),
+    /// Print the ownerReferences JSON that makes an object a child of the hook's object
+    OwnerRef,
+}
+
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Why, in UpperCamelCase by convention, e.g. BackupStarted
+    #[arg(long, value_name = "REASON")]
+    pub reason: String,
+
+    /// What happened, for humans (cut at 1024 characters)
+    #[arg(long, value_name = "TEXT")]
+    pub message: String,
+
+    /// Normal or Warning
+    #[arg(long = "type", value_name = "TYPE", value_enum, ignore_case = true, default_value = "Normal")]
+    pub r#type: EventType,
+
+    /// The object the Event is about: KIND/NAMESPACE/NAME, or KIND/NAME for a cluster-scoped kind
+    /// (KIND as for -o) [default: the object of $EVENT_FILE]
+    #[arg(long, value_name = "KIND/NS/NAME")]
+    pub object: Option<String>,
+
+    /// Who reports it: the Event's source, shown as "From" by kubectl describe
+    #[arg(long, value_name = "NAME", default_value = "operator")]
+    pub component: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventType {
+    #[value(name = "Normal")]
+    Normal,
+    #[value(name = "Warning")]
+    Warning,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +257,21 @@ mod tests {
         let Some(Command::Flatten(args)) = cli.command else { panic!("no subcommand") };
         assert!(args.filter.filter_spec);
         assert_eq!(args.filter.prefix, "X");
+    }
+
+    #[test]
+    fn event_subcommand_takes_a_type_in_any_case() {
+        let cli = parse(&["event", "--reason", "R", "--message", "m", "--type", "warning"]).unwrap();
+        let Some(Command::Event(args)) = cli.command else { panic!("no subcommand") };
+        assert_eq!((args.r#type, args.reason.as_str(), args.object), (EventType::Warning, "R", None));
+        assert!(parse(&["event", "--reason", "R", "--message", "m", "--type", "Error"]).is_err());
+    }
+
+    #[test]
+    fn event_type_defaults_to_normal() {
+        let cli = parse(&["event", "--reason", "R", "--message", "m", "--object", "pods/ns/p"]).unwrap();
+        let Some(Command::Event(args)) = cli.command else { panic!("no subcommand") };
+        assert_eq!((args.r#type, args.object.as_deref()), (EventType::Normal, Some("pods/ns/p")));
     }
 
     #[test]

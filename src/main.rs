@@ -1,7 +1,7 @@
 //! `operator`: parses the command line, runs, and maps every error to one exit status.
 
 use clap::Parser;
-use operator::{cli, config, flatten, log, run};
+use operator::{cli, config, event_cmd, flatten, log, owner_ref, run};
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -22,12 +22,18 @@ enum Error {
     Flatten(#[from] flatten::FlattenError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Event(#[from] event_cmd::EventCmdError),
+    #[error(transparent)]
+    OwnerRef(#[from] owner_ref::OwnerRefError),
 }
 
 impl Error {
     fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
+            Error::Event(e) if e.is_usage() => 2,
+            Error::OwnerRef(e) if e.is_usage() => 2,
             _ => 1,
         }
     }
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Flatten(args)) => flatten_stdin(args),
+        Some(cli::Command::Event(args)) => event_cmd::run(args).map_err(Error::from),
+        Some(cli::Command::OwnerRef) => owner_ref::run().map_err(Error::from),
         None => config::Config::from_args(cli.run).map_err(Error::from).and_then(start),
     };
     match result {

@@ -174,8 +174,12 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
 
 fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
-    let inherited: Vec<(OsString, OsString)> =
-        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix)).collect();
+    let mut inherited: Vec<(OsString, OsString)> =
+        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix) && k != "OPERATOR_BIN").collect();
+    // Hooks run `operator event` and `operator owner-ref` with this very binary.
+    if let Ok(exe) = std::env::current_exe() {
+        inherited.push(("OPERATOR_BIN".into(), exe.into()));
+    }
     let settings = Settings {
         inherited,
         log_file: cfg.log.file.clone(),
