@@ -195,7 +195,9 @@ impl Deliverer {
         let label = format!("{} {}", ev.kind.hook_name(), ev.key);
         let mut attempt: u32 = 0;
         loop {
+            let started = std::time::Instant::now();
             let outcome = spawn::run(cmd, &label, self.limits, &self.stop).await;
+            crate::metrics::hook_run(ev.kind.hook_name(), &outcome, started.elapsed());
             match outcome {
                 Outcome::Succeeded => return Delivered::Done,
                 Outcome::Interrupted => return Delivered::Interrupted,
@@ -210,6 +212,7 @@ impl Deliverer {
                 return Delivered::Failed;
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
+            crate::metrics::hook_retry(ev.kind.hook_name());
             tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
