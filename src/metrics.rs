@@ -81,8 +81,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let info = Family::<VersionLabel, Gauge>::default();
     info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
     r.register("operator_build_info", "The running version", info);
+    zero_series(&m);
     Metrics { registry: r, ..m }
 });
+
+/// The series of the four standard hooks exist from the start at 0, so that rates and
+/// alerts work before the first failure.
+fn zero_series(m: &Metrics) {
+    for (kind, hook) in [("ADDED", "added"), ("MODIFIED", "modified"), ("DELETED", "deleted"), ("SYNC", "sync")] {
+        let _ = m.events.get_or_create(&TypeLabel { r#type: kind.into() });
+        let _ = m.hook_retries.get_or_create(&HookLabel { hook: hook.into() });
+        for outcome in ["succeeded", "failed", "timeout", "permanent"] {
+            let _ = m.hook_runs.get_or_create(&HookOutcomeLabels { hook: hook.into(), outcome });
+        }
+    }
+}
 
 /// One event from the watch (ADDED, MODIFIED, DELETED, SYNC).
 pub fn event(kind: &str) {
@@ -143,13 +156,22 @@ pub fn encode() -> String {
 /// one, so that 0 can mean "not failing".
 struct Health {
     watch_failing_since: AtomicU64,
+    watch_last_error: AtomicU64,
     lease_failing_since: AtomicU64,
     ready: AtomicBool,
 }
 
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-static HEALTH: Health =
-    Health { watch_failing_since: AtomicU64::new(0), lease_failing_since: AtomicU64::new(0), ready: AtomicBool::new(false) };
+static HEALTH: Health = Health {
+    watch_failing_since: AtomicU64::new(0),
+    watch_last_error: AtomicU64::new(0),
+    lease_failing_since: AtomicU64::new(0),
+    ready: AtomicBool::new(false),
+};
+
+/// A reconnected watch says nothing until the next change; one without an error for
+/// longer than the watcher's longest backoff (30 s, plus up to as much jitter) works.
+pub const WATCH_QUIET_RECOVERY: Duration = Duration::from_secs(65);
 
 fn now_mark() -> u64 {
     START.elapsed().as_millis() as u64 + 1
@@ -158,7 +180,9 @@ fn now_mark() -> u64 {
 /// The watch failed and is reconnecting.
 pub fn watch_failed() {
     METRICS.watch_restarts.inc();
-    let _ = HEALTH.watch_failing_since.compare_exchange(0, now_mark(), Ordering::Relaxed, Ordering::Relaxed);
+    let now = now_mark();
+    HEALTH.watch_last_error.store(now, Ordering::Relaxed);
+    let _ = HEALTH.watch_failing_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// The watch delivered something: it works.
@@ -188,10 +212,14 @@ pub fn is_ready() -> bool {
 /// Err with the reason when the watch or the Lease has been failing for `limit` or longer.
 pub fn health(limit: Duration) -> Result<(), String> {
     let now = now_mark();
-    for (what, since) in [("watch", &HEALTH.watch_failing_since), ("Lease", &HEALTH.lease_failing_since)] {
-        let since = since.load(Ordering::Relaxed);
-        let failing = Duration::from_millis(now.saturating_sub(since));
-        if since != 0 && failing >= limit {
+    let ago = |mark: &AtomicU64| Duration::from_millis(now.saturating_sub(mark.load(Ordering::Relaxed)));
+    let watch_quiet = ago(&HEALTH.watch_last_error) >= WATCH_QUIET_RECOVERY;
+    for (what, since, recovered) in [
+        ("watch", &HEALTH.watch_failing_since, watch_quiet),
+        ("Lease", &HEALTH.lease_failing_since, false),
+    ] {
+        let failing = ago(since);
+        if since.load(Ordering::Relaxed) != 0 && failing >= limit && !recovered {
             return Err(format!("the {what} has been failing for {}s", failing.as_secs()));
         }
     }
