@@ -63,7 +63,10 @@ struct View {
 enum Attempt {
     Acquired,
     /// Someone else leads (or is taking over); look again after `wait`.
-    Standby { leader: Option<(String, i32)>, wait: Duration },
+    Standby {
+        leader: Option<(String, i32)>,
+        wait: Duration,
+    },
 }
 
 enum Renewal {
@@ -114,12 +117,7 @@ impl Election {
         E: From<LeaderError>,
     {
         metrics::leader(false);
-        tracing::info!(
-            "leader election on the Lease {} as {} (priority {})",
-            self.lease,
-            self.identity,
-            self.priority
-        );
+        tracing::info!("leader election on the Lease {} as {} (priority {})", self.lease, self.identity, self.priority);
         loop {
             if !self.stand_by(&stop).await? {
                 return Ok(());
@@ -175,7 +173,11 @@ impl Election {
     fn failed(&self, failing: &mut bool, why: &str) -> Duration {
         metrics::lease_failed();
         if !std::mem::replace(failing, true) {
-            tracing::warn!("cannot read the Lease {}: {why}; retrying every {:?}", self.lease, self.timing.retry_period);
+            tracing::warn!(
+                "cannot read the Lease {}: {why}; retrying every {:?}",
+                self.lease,
+                self.timing.retry_period
+            );
         }
         self.timing.retry_period
     }
@@ -208,7 +210,8 @@ impl Election {
     }
 
     async fn create(&mut self) -> Result<Attempt, kube::Error> {
-        let lease = Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() }, spec: None };
+        let lease =
+            Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() }, spec: None };
         match self.api.create(&PostParams::default(), &self.held(lease)).await {
             Ok(_) => Ok(Attempt::Acquired),
             Err(e) if conflict(&e) => Ok(Attempt::Standby { leader: None, wait: Duration::from_millis(100) }),
@@ -243,7 +246,8 @@ impl Election {
 
     /// Asks the holder to hand over; a conflict only means the Lease changed meanwhile.
     async fn claim(&mut self, mut lease: Lease, holder: &str, holder_priority: i32) -> Result<(), kube::Error> {
-        let claim = Claim { identity: self.identity.clone(), priority: self.priority, time: Timestamp::now().to_string() };
+        let claim =
+            Claim { identity: self.identity.clone(), priority: self.priority, time: Timestamp::now().to_string() };
         let text = serde_json::to_string(&claim).unwrap_or_default();
         lease.metadata.annotations.get_or_insert_with(Default::default).insert(CLAIM_ANNOTATION.into(), text);
         match self.api.replace(&self.name, &PostParams::default(), &lease).await {

@@ -214,10 +214,9 @@ pub fn health(limit: Duration) -> Result<(), String> {
     let now = now_mark();
     let ago = |mark: &AtomicU64| Duration::from_millis(now.saturating_sub(mark.load(Ordering::Relaxed)));
     let watch_quiet = ago(&HEALTH.watch_last_error) >= WATCH_QUIET_RECOVERY;
-    for (what, since, recovered) in [
-        ("watch", &HEALTH.watch_failing_since, watch_quiet),
-        ("Lease", &HEALTH.lease_failing_since, false),
-    ] {
+    for (what, since, recovered) in
+        [("watch", &HEALTH.watch_failing_since, watch_quiet), ("Lease", &HEALTH.lease_failing_since, false)]
+    {
         let failing = ago(since);
         if since.load(Ordering::Relaxed) != 0 && failing >= limit && !recovered {
             return Err(format!("the {what} has been failing for {}s", failing.as_secs()));

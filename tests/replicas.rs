@@ -136,7 +136,9 @@ fn after_kill_9_the_standby_takes_over_once_the_lease_expired() {
     b.wait_until("B ran switch-9, made during the switch", secs(30), || ran(&rec, "B", "switch-9"));
     let first = runs(&rec).iter().filter(|r| r.runner == "B").map(|r| r.at).min().unwrap();
     let handover_ms = (first - killed) / 1_000_000;
-    eprintln!("kill -9 hand-over (--lease-duration 4s): the standby ran its first hook {handover_ms} ms after the kill");
+    eprintln!(
+        "kill -9 hand-over (--lease-duration 4s): the standby ran its first hook {handover_ms} ms after the kill"
+    );
     b.check(handover_ms < 7000, &format!("hand-over took {handover_ms} ms, more than the lease duration + 3 s"));
     // The last renewal was at most a retry period (1 s) before the kill.
     b.check(handover_ms > 2500, &format!("the standby took a Lease that had not expired ({handover_ms} ms)"));
