@@ -210,6 +210,49 @@ pub struct RunArgs {
     /// Add this finalizer to every watched object; it is removed only after the deleted hook succeeded
     #[arg(long, value_name = "NAME")]
     pub finalizer: Option<String>,
+
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
+}
+
+/// Running with replicas (leader election) and being watched (--listen).
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    /// Run hooks only while holding a coordination.k8s.io/v1 Lease; other instances stand by
+    #[arg(long)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease [default: operator-<resource>-<hooks directory name>]
+    #[arg(long, value_name = "NAME", requires = "leader_elect")]
+    pub lease_name: Option<String>,
+
+    /// Namespace of the Lease [default: the service account's, else the kubeconfig context's]
+    #[arg(long, value_name = "NS", requires = "leader_elect")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a Lease holds without renewal; standbys take over after it
+    #[arg(long, value_name = "DURATION", default_value = "15s", requires = "leader_elect")]
+    pub lease_duration: String,
+
+    /// A leader that cannot renew within this time stops its hooks and exits
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "leader_elect")]
+    pub renew_deadline: String,
+
+    /// How often the Lease is renewed, and tried by standbys
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "leader_elect")]
+    pub retry_period: String,
+
+    /// An instance of higher priority takes the Lease over from a lower one, and gives it back when it stops
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, requires = "leader_elect")]
+    pub priority: i32,
+
+    /// Serve /metrics, /healthz and /readyz on this address, e.g. 0.0.0.0:9090 or :9090
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// /healthz answers 503 once the watch (or the Lease) has been failing this long
+    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "listen")]
+    pub unhealthy_after: String,
 }
 
 #[cfg(test)]
@@ -278,6 +321,16 @@ mod tests {
     fn reset_queue_needs_a_queue() {
         assert!(parse(&["-o", "pods", "-r"]).is_err());
         assert!(parse(&["-o", "pods", "-q", "/tmp/q", "-r"]).is_ok());
+    }
+
+    #[test]
+    fn lease_flags_need_leader_elect_and_listen_flags_need_listen() {
+        assert!(parse(&["-o", "pods", "--priority", "100"]).is_err());
+        assert!(parse(&["-o", "pods", "--lease-duration", "4s"]).is_err());
+        assert!(parse(&["-o", "pods", "--unhealthy-after", "5s"]).is_err());
+        let cli = parse(&["-o", "pods", "--leader-elect", "--priority", "-1", "--listen", ":9090"]).unwrap();
+        assert_eq!(cli.run.replicas.priority, -1);
+        assert_eq!(cli.run.replicas.lease_duration, "15s");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Wires the parts together: client, type resolution, watch, queue, hooks; handles signals.
 
-use crate::config::{Config, Scope};
+use crate::config::{Config, LeaderConfig, Scope};
 use crate::deliver::Deliverer;
 use crate::event::ObjectEvent;
 use crate::finalizer::Finalizers;
@@ -8,6 +8,7 @@ use crate::hooks::HookDir;
 use crate::hooks::env::Settings;
 use crate::hooks::spawn::Limits;
 use crate::journal::Journal;
+use crate::leader;
 use crate::report::Reporter;
 use crate::resolve::{self, Resolved};
 use crate::watch::{Tracker, Watch};
@@ -42,6 +43,10 @@ pub enum RunError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Startup(#[from] crate::deliver::DeliverError),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -49,9 +54,12 @@ pub enum RunError {
 const WATCH_TIMEOUT_SECS: u32 = 120;
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
+    if let Some(l) = cfg.listen {
+        crate::listen::start(l.addr, l.unhealthy_after).await?;
+    }
     let (client, default_ns) = client(&cfg).await?;
     let resolved = resolve::resolve(&client, &cfg.object).await?;
-    let watch = Watch {
+    let new_watch = || Watch {
         api: api(client.clone(), &resolved, &cfg.scope, &default_ns),
         resource: resolved.resource.clone(),
         config: watcher_config(&cfg),
@@ -61,15 +69,33 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         filter: cfg.object_filter.clone(),
         ignore_status_changes: cfg.ignore_status_changes,
     };
-    watch.check().await?;
+    new_watch().check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
     tracing::info!("watching {} ({scope}) with hooks from {}", resolved.resource.plural, cfg.hooks_dir.display());
     let stop = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
-    let result = serve(&cfg, client, &resolved, watch, stop).await;
+    let result = match &cfg.leader {
+        None => {
+            crate::metrics::leader(true);
+            serve(&cfg, client.clone(), &resolved, new_watch(), stop).await
+        }
+        Some(l) => {
+            let election = election(l, client.clone(), &resolved, &cfg, &default_ns);
+            election.lead(stop, |term| serve(&cfg, client.clone(), &resolved, new_watch(), term)).await
+        }
+    };
     signals.abort();
     tracing::info!("stopped");
     result
+}
+
+fn election(l: &LeaderConfig, client: Client, r: &Resolved, cfg: &Config, default_ns: &str) -> leader::Election {
+    let resource = match r.resource.group.as_str() {
+        "" => r.resource.plural.clone(),
+        group => format!("{}.{group}", r.resource.plural),
+    };
+    let name = l.name.clone().unwrap_or_else(|| leader::default_lease_name(&resource, &cfg.hooks_dir));
+    leader::Election::new(client, l.namespace.as_deref().unwrap_or(default_ns), &name, l.priority, l.timing)
 }
 
 /// Runs the queue and the watch until a signal; unfinished events of the durable
