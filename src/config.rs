@@ -102,6 +102,8 @@ pub struct Config {
     pub hook_timeout: Duration,
     pub grace_period: Duration,
     pub finalizer: Option<String>,
+    /// --record: every delivered event is appended here.
+    pub record: Option<PathBuf>,
 }
 
 impl Config {
@@ -133,6 +135,7 @@ impl Config {
             hook_timeout: positive_duration("--hook-timeout", &args.hook_timeout)?,
             grace_period: duration("--grace-period", &args.grace_period)?,
             finalizer: args.finalizer.map(finalizer).transpose()?,
+            record: args.record.map(|p| cwd.join(p)),
         })
     }
 }

@@ -5,13 +5,18 @@
 
 pub mod cli;
 pub mod config;
+pub mod completions;
 pub mod deliver;
+pub mod embed;
 pub mod finalizer;
 pub mod flatten;
+pub mod format;
 pub mod hooks;
 pub mod journal;
 pub mod log;
 pub mod queue;
+pub mod record;
+pub mod replay;
 pub mod report;
 pub mod resolve;
 pub mod run;

@@ -1,7 +1,8 @@
 //! `operator`: parses the command line, runs, and maps every error to one exit status.
 
 use clap::Parser;
-use operator::{cli, config, flatten, log, run};
+use operator::{cli, completions, config, flatten, format, log, replay, run};
+use std::io::Write;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -22,12 +23,19 @@ enum Error {
     Flatten(#[from] flatten::FlattenError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
 }
 
 impl Error {
     fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
+            Error::Replay(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -37,6 +45,12 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Flatten(args)) => flatten_stdin(args),
+        Some(cli::Command::Replay(args)) => match replay::replay(args) {
+            Ok(status) => return ExitCode::from(status),
+            Err(e) => Err(Error::from(e)),
+        },
+        Some(cli::Command::Completions(args)) => stdout(&completions::completions(args.shell)),
+        Some(cli::Command::Man) => completions::man_page().map_err(Error::Stdout).and_then(|page| stdout(&page)),
         None => config::Config::from_args(cli.run).map_err(Error::from).and_then(start),
     };
     match result {
@@ -77,12 +91,12 @@ fn flatten_stdin(args: cli::FlattenArgs) -> Result<(), Error> {
     for r in &flat.rejected {
         eprintln!("left out {}: {}", r.name, r.reason);
     }
-    let mut out = String::new();
-    for (name, value) in flat.vars {
-        out.push_str(&format!("{name}={value}\n"));
-    }
-    print!("{out}");
-    Ok(())
+    stdout(&format::render(&flat.vars, args.format)?)
+}
+
+fn stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(Error::Stdout)
 }
 
 /// The error and its causes on one line.

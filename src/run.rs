@@ -39,6 +39,8 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -78,7 +80,7 @@ async fn serve(
 ) -> Result<(), RunError> {
     let event_dir = EventDir::create()?;
     let (journal, unfinished) = open_journal(cfg)?;
-    let mut deliverer = deliverer(cfg, client.clone(), event_dir.0.clone(), stop.clone());
+    let mut deliverer = deliverer(cfg, Some(client.clone()), event_dir.0.clone(), stop.clone());
     deliverer.journal = journal.clone();
     deliverer.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
         client,
@@ -87,10 +89,14 @@ async fn serve(
         name,
     });
     let deliverer = Arc::new(deliverer);
+    let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
     let handle = move |ev: ObjectEvent| {
-        let d = deliverer.clone();
+        let (d, record) = (deliverer.clone(), record.clone());
         async move {
+            if let Some(r) = record {
+                r.append(&ev);
+            }
             d.handle(&ev).await;
         }
     };
@@ -157,7 +163,9 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
     wc
 }
 
-fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
+/// The Deliverer the runner uses for `cfg`; also `operator replay`'s (without a client:
+/// no HookFailed Events).
+pub fn deliverer(cfg: &Config, client: Option<Client>, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
     let inherited: Vec<(OsString, OsString)> =
         std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix)).collect();
@@ -178,7 +186,7 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         limits,
         event_dir,
         stop,
-        Some(Reporter::new(client)),
+        client.map(Reporter::new),
     )
 }
 
@@ -217,10 +225,10 @@ fn arg_max() -> usize {
 }
 
 /// A private directory (0700) for event files, removed on exit.
-struct EventDir(PathBuf);
+pub struct EventDir(pub PathBuf);
 
 impl EventDir {
-    fn create() -> Result<EventDir, RunError> {
+    pub fn create() -> Result<EventDir, RunError> {
         use std::os::unix::fs::DirBuilderExt;
         let base = std::env::temp_dir();
         for n in 0..100u32 {
@@ -241,7 +249,7 @@ impl Drop for EventDir {
     }
 }
 
-async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
+pub async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
