@@ -50,7 +50,7 @@
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export REPO_ROOT
-export OPERATOR_BIN=${OPERATOR_BIN:-$REPO_ROOT/target/debug/operator}
+export OPERATOR_BIN=${OPERATOR_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/operator}
 _LIB_OWN_CLUSTER=0
 _LIB_OPERATORS=()
 

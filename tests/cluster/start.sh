@@ -87,7 +87,7 @@ binaries() {
 
 operator_binary() {
   ((SIMULATOR)) || return 0
-  OPERATOR_BIN=${OPERATOR_BIN:-$REPO/target/debug/operator}
+  OPERATOR_BIN=${OPERATOR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/operator}
   [[ -x $OPERATOR_BIN ]] && return 0
   FAILED_LOG=$DIR/logs/cargo.log
   echo "start.sh: building the operator (cargo build --locked --bin operator)" >&2
