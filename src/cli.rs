@@ -293,8 +293,9 @@ mod tests {
 
     #[test]
     fn replay_takes_the_runners_hook_flags_and_no_object() {
-        let cli = parse(&["replay", "-h", "hooks/pvc", "-E", "A=1", "-s", "--prefix", "X", "--type", "sync", "ev.json"])
-            .unwrap();
+        let cli =
+            parse(&["replay", "-h", "hooks/pvc", "-E", "A=1", "-s", "--prefix", "X", "--type", "sync", "ev.json"])
+                .unwrap();
         let Some(Command::Replay(args)) = cli.command else { panic!("no subcommand") };
         assert_eq!(args.hooks, PathBuf::from("hooks/pvc"));
         assert_eq!(args.event, PathBuf::from("ev.json"));

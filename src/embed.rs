@@ -125,7 +125,11 @@ impl Runner {
             changes_only: false,
             resync: None,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            retry: RetryPolicy { retries: 5, backoff_min: Duration::from_secs(1), backoff_max: Duration::from_secs(300) },
+            retry: RetryPolicy {
+                retries: 5,
+                backoff_min: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(300),
+            },
             client: None,
             stop: CancellationToken::new(),
         }
@@ -294,7 +298,8 @@ mod tests {
         }
     }
 
-    const CM: &str = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"},"data":{"k":"v"}}"#;
+    const CM: &str =
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"ns"},"data":{"k":"v"}}"#;
 
     #[tokio::test]
     async fn the_hook_gets_the_object_and_failures_are_retried_until_success() {
@@ -308,7 +313,8 @@ mod tests {
                 if calls.len() < 3 { Err("not yet") } else { Ok(()) }
             }
         };
-        let retry = RetryPolicy { retries: 5, backoff_min: Duration::from_millis(1), backoff_max: Duration::from_millis(2) };
+        let retry =
+            RetryPolicy { retries: 5, backoff_min: Duration::from_millis(1), backoff_max: Duration::from_millis(2) };
         let call = Call { hook: Arc::new(hook), retry, stop: CancellationToken::new() };
         call.deliver(object_event(CM)).await;
         let calls = calls.lock().unwrap();
@@ -327,7 +333,8 @@ mod tests {
                 Err::<(), _>("always")
             }
         };
-        let retry = RetryPolicy { retries: 2, backoff_min: Duration::from_millis(1), backoff_max: Duration::from_millis(1) };
+        let retry =
+            RetryPolicy { retries: 2, backoff_min: Duration::from_millis(1), backoff_max: Duration::from_millis(1) };
         Call { hook: Arc::new(hook), retry, stop: CancellationToken::new() }.deliver(object_event(CM)).await;
         assert_eq!(*count.lock().unwrap(), 3, "the first call and two retries");
     }

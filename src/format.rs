@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn json_is_an_object_of_strings() {
-        let out: serde_json::Value = serde_json::from_str(&text(&vars(&[("A", "1"), ("B", "\"q\"")]), Format::Json)).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_str(&text(&vars(&[("A", "1"), ("B", "\"q\"")]), Format::Json)).unwrap();
         assert_eq!(out, serde_json::json!({"A": "1", "B": "\"q\""}));
     }
 

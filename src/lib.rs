@@ -4,8 +4,8 @@
 //! that benchmarks reach the same code the binary runs.
 
 pub mod cli;
-pub mod config;
 pub mod completions;
+pub mod config;
 pub mod deliver;
 pub mod embed;
 pub mod finalizer;

@@ -2,8 +2,8 @@
 
 use clap::Parser;
 use operator::{cli, completions, config, flatten, format, log, replay, run};
-use std::io::Write;
 use std::io::Read;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Every way the program can end, and its exit status, in one place.

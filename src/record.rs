@@ -61,14 +61,7 @@ mod tests {
     use crate::watch::{EventType, FinalizerAction};
 
     fn event(kind: EventType, object: &str, hook: bool) -> ObjectEvent {
-        ObjectEvent {
-            kind,
-            key: "ns/a".into(),
-            object: object.into(),
-            finalizer: FinalizerAction::None,
-            id: 0,
-            hook,
-        }
+        ObjectEvent { kind, key: "ns/a".into(), object: object.into(), finalizer: FinalizerAction::None, id: 0, hook }
     }
 
     #[test]
