@@ -46,7 +46,7 @@
 #                              $E2E_RESULTS (a file, set by tests/e2e/run.sh).
 #
 # Variables: REPO_ROOT, CLUSTER_DIR, KUBECONFIG, KUBECACHEDIR, OPERATOR_BIN (default
-# $REPO_ROOT/target/debug/operator), SIM_RUN_SECONDS (passed to start.sh).
+# ${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/operator), SIM_RUN_SECONDS (passed to start.sh).
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export REPO_ROOT
