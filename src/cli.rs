@@ -35,7 +35,7 @@ pub enum Command {
     /// Print the variables a hook would get for an event read from stdin, sorted by name
     Flatten(FlattenArgs),
     /// Run the hook for one event exactly as the runner would, without watching; exit status is the hook's
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Print shell completions for bash, zsh, fish, elvish or powershell
     Completions(CompletionsArgs),
     /// Print the man page (roff), e.g. `operator man > ~/.local/share/man/man1/operator.1`

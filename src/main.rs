@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Flatten(args)) => flatten_stdin(args),
-        Some(cli::Command::Replay(args)) => match replay::replay(args) {
+        Some(cli::Command::Replay(args)) => match replay::replay(*args) {
             Ok(status) => return ExitCode::from(status),
             Err(e) => Err(Error::from(e)),
         },
