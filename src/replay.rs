@@ -232,6 +232,35 @@ mod tests {
     }
 
     #[test]
+    fn replay_flags_become_the_runners_configuration_without_retries() {
+        let cli = Cli::try_parse_from([
+            "operator",
+            "replay",
+            "-h",
+            "/tmp",
+            "-E",
+            "A=1,B=2",
+            "-s",
+            "--prefix",
+            "X",
+            "-L",
+            "debug",
+            "--hook-timeout",
+            "3s",
+            "ev.json",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Replay(args)) = cli.command else { panic!("no replay") };
+        let cfg = Config::from_args(run_args(&args)).unwrap();
+        assert_eq!(cfg.hook_env, vec![("A".into(), "1".into()), ("B".into(), "2".into())]);
+        assert!(cfg.flatten.filter_spec && !cfg.flatten.filter_status);
+        assert_eq!(cfg.flatten.prefix, "X");
+        assert_eq!(cfg.log.level, crate::config::LogLevel::Debug);
+        assert_eq!(cfg.hook_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(cfg.retry.retries, 0);
+    }
+
+    #[test]
     fn what_is_not_an_event_is_named() {
         let err = read_event(file(r#"{"object":{}}"#).path(), None, None).unwrap_err().to_string();
         assert!(err.contains("is not an event") && err.contains("type"), "{err}");
