@@ -110,6 +110,8 @@ pub struct Config {
     pub finalizer: Option<String>,
     pub leader: Option<LeaderConfig>,
     pub listen: Option<ListenConfig>,
+    /// --record: every delivered event is appended here.
+    pub record: Option<PathBuf>,
 }
 
 /// --leader-elect and its flags.
@@ -163,6 +165,7 @@ impl Config {
             finalizer: args.finalizer.map(finalizer).transpose()?,
             leader: leader(&args.replicas)?,
             listen: listen(&args.replicas)?,
+            record: args.record.map(|p| cwd.join(p)),
         })
     }
 }

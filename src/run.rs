@@ -47,6 +47,8 @@ pub enum RunError {
     Leader(#[from] leader::LeaderError),
     #[error(transparent)]
     Listen(#[from] crate::listen::ListenError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -109,7 +111,7 @@ async fn serve(
 ) -> Result<(), RunError> {
     let event_dir = EventDir::create()?;
     let (journal, unfinished) = open_journal(cfg)?;
-    let mut deliverer = deliverer(cfg, client.clone(), event_dir.0.clone(), stop.clone());
+    let mut deliverer = deliverer(cfg, Some(client.clone()), event_dir.0.clone(), stop.clone());
     deliverer.journal = journal.clone();
     deliverer.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
         client,
@@ -119,11 +121,15 @@ async fn serve(
     });
     let deliverer = Arc::new(deliverer);
     deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
+    let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
     let d = deliverer.clone();
     let handle = move |ev: ObjectEvent| {
-        let d = d.clone();
+        let (d, record) = (d.clone(), record.clone());
         async move {
+            if let Some(r) = record {
+                r.append(&ev);
+            }
             d.handle(&ev).await;
         }
     };
@@ -198,7 +204,9 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
     wc
 }
 
-fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
+/// The Deliverer the runner uses for `cfg`; also `operator replay`'s (without a client:
+/// no HookFailed Events).
+pub fn deliverer(cfg: &Config, client: Option<Client>, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
     let mut inherited: Vec<(OsString, OsString)> =
         std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix) && k != "OPERATOR_BIN").collect();
@@ -223,7 +231,7 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         limits,
         event_dir,
         stop,
-        Some(Reporter::new(client)),
+        client.map(Reporter::new),
     )
 }
 
@@ -262,12 +270,12 @@ fn arg_max() -> usize {
 }
 
 /// A private directory (0700) for event files, removed on exit.
-struct EventDir(PathBuf);
+pub struct EventDir(pub PathBuf);
 
 impl EventDir {
     /// In memory when possible (tmpfs: $XDG_RUNTIME_DIR, then /dev/shm): every event
     /// writes and removes a file there.
-    fn create() -> Result<EventDir, RunError> {
+    pub fn create() -> Result<EventDir, RunError> {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
         let bases = runtime.into_iter().chain([PathBuf::from("/dev/shm")]).filter(|p| p.is_dir());
         for base in bases {
@@ -299,7 +307,7 @@ impl Drop for EventDir {
     }
 }
 
-async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
+pub async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
