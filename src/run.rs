@@ -55,6 +55,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         resync: cfg.resync,
         log_events: cfg.log.events,
         finalizer: cfg.finalizer.clone(),
+        batch: None,
     };
     watch.check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
@@ -73,7 +74,7 @@ async fn serve(
     cfg: &Config,
     client: Client,
     r: &Resolved,
-    watch: Watch,
+    mut watch: Watch,
     stop: CancellationToken,
 ) -> Result<(), RunError> {
     let event_dir = EventDir::create()?;
@@ -86,6 +87,9 @@ async fn serve(
         namespaced: r.namespaced,
         name,
     });
+    // Batched sync (src/batch.rs): its own task, so it holds no worker.
+    let (feed, batches) = crate::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
+    watch.batch = cfg.resync.map(|_| feed);
     let deliverer = Arc::new(deliverer);
     let (tx, rx) = mpsc::channel(1024);
     let handle = move |ev: ObjectEvent| {
@@ -101,6 +105,7 @@ async fn serve(
     let watched = watch.run(Tracker::new(cfg.changes_only), tx, journal, stop.clone()).await;
     stop.cancel();
     let _ = dispatcher.await;
+    let _ = batches.await;
     watched.map_err(RunError::from)
 }
 

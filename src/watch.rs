@@ -241,6 +241,8 @@ pub struct Watch {
     pub resync: Option<Duration>,
     pub log_events: bool,
     pub finalizer: Option<String>,
+    /// Batched sync (src/batch.rs): every resync pass also goes to the `sync-all` hook.
+    pub batch: Option<crate::batch::Feed>,
 }
 
 impl Watch {
@@ -284,7 +286,7 @@ impl Watch {
         loop {
             let events = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = resync.tick(), if self.resync.is_some() => tracker.sync(),
+                _ = resync.tick(), if self.resync.is_some() => crate::batch::tap(&self.batch, tracker.sync()),
                 item = stream.next() => match item {
                     None => return Ok(()),
                     Some(Err(e)) => { report_outage(&mut outage, &e); continue }
