@@ -14,7 +14,7 @@ fail_claim() {
     <<<"$evc" >/dev/null; then
     return 0
   fi
-  log_warning "$EVC_REF: $message"
+  note WARNING "$EVC_REF: $message"
   emit_event "$evc" Warning "$reason" "$message"
   status_set "$(jq -cn --arg m "$message" \
     '{phase: "Failed", message: $m, deadline: null, countdownLogged: null}')"
@@ -28,7 +28,13 @@ pvc_create() {
       "spec.size must be a positive quantity such as 1Gi, got '$size'; no PVC created"
     return 0
   fi
-  evc_jq 'pvc_manifest' <<<"$evc" | kubectl create -f - >/dev/null
+  local out
+  if ! out=$(evc_jq 'pvc_manifest' <<<"$evc" | kubectl create -f - 2>&1 >/dev/null); then
+    # Made meanwhile by the other path (added hook or sync-all): the next pass checks it.
+    [[ $out == *AlreadyExists* ]] || { log_error "$EVC_REF: creating PVC $ns/$name failed: $out"; return 1; }
+    log_debug "$EVC_REF: PVC $ns/$name was created meanwhile"
+    return 0
+  fi
   log_info "$EVC_REF: Created PVC $ns/$name of $size"
   status_set "$(jq -cn --arg s "$size" '{size: $s}')"
 }
