@@ -4,8 +4,9 @@
 //! reconciles a thousand objects wants them all at once, so that it lists their
 //! dependents once and writes in bulk (shell-operator's "snapshot" idea). The
 //! watch hands each pass to a [`Feed`]; one task runs the hook, one pass at a
-//! time, and keeps only the newest pass waiting, so a slow hook never builds a
-//! backlog. Contract: docs/HOOKS.md, "SYNC for all objects at once".
+//! time. Passes that come while it runs are skipped: a slow hook never builds a
+//! backlog, and the next run gets state taken after this one's writes came back.
+//! Contract: docs/HOOKS.md, "sync-all: every object in one run".
 
 use crate::hooks::HookDir;
 use crate::hooks::env::{self, Settings};
@@ -60,8 +61,7 @@ impl Pass {
     }
 }
 
-/// Where the watch hands over passes. A pass offered while the hook runs replaces
-/// any pass still waiting: the hook always gets the newest state, never a backlog.
+/// Where the watch hands over passes; the hook's task takes the newest one when it is idle.
 #[derive(Debug, Clone)]
 pub struct Feed(watch::Sender<Option<Arc<Pass>>>);
 
@@ -121,6 +121,11 @@ impl Batcher {
             let Some(pass) = rx.borrow_and_update().clone() else { continue };
             runs += 1;
             self.run_pass(&pass, runs).await;
+            // Passes taken while the hook ran predate its writes: skip them.
+            if rx.has_changed().unwrap_or(false) {
+                rx.borrow_and_update();
+                tracing::debug!("hook {HOOK} ran longer than the resync period; a pass was skipped");
+            }
         }
     }
 
@@ -264,28 +269,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn passes_offered_while_the_hook_runs_collapse_into_the_newest() {
+    async fn passes_offered_while_the_hook_runs_are_skipped_and_the_next_one_runs() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("runs");
         // Each run appends how many objects it got, slowly enough for passes to pile up.
         hooks_dir(
             dir.path(),
-            &format!("#!/bin/sh\ntr -cd , < \"$EVENT_FILE\" | wc -c >> '{}'\nsleep 0.3\n", out.display()),
+            &format!("#!/bin/sh\ntr -cd , < \"$EVENT_FILE\" | wc -c >> '{}'\nsleep 0.4\n", out.display()),
         );
         let b = batcher(dir.path());
         let stop = b.stop.clone();
         let (feed, task) = b.start();
-        feed.offer(Pass { objects: vec!["1".into()] });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pass = |n: usize| Pass { objects: (0..n).map(|i| Arc::from(i.to_string())).collect() };
+        feed.offer(pass(1));
+        tokio::time::sleep(Duration::from_millis(150)).await;
         for n in 2..=5 {
-            feed.offer(Pass { objects: (0..n).map(|i| Arc::from(i.to_string())).collect() });
+            feed.offer(pass(n));
         }
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        feed.offer(pass(7));
+        tokio::time::sleep(Duration::from_millis(800)).await;
         stop.cancel();
         task.await.unwrap();
         let runs: Vec<String> =
             std::fs::read_to_string(&out).unwrap().lines().map(|l| l.trim().to_string()).collect();
-        // Commas: one after "type", one between objects: 1 for one object, 5 for five.
-        assert_eq!(runs, vec!["1", "5"], "the first pass, then only the newest of the four that waited");
+        // Commas: one after "type", one between objects: 1 for one object, 7 for seven.
+        assert_eq!(runs, vec!["1", "7"], "the four passes offered during the first run were skipped");
     }
 }

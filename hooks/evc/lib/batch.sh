@@ -8,15 +8,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lifecycle.sh"
 
 NAMESPACE_RE='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
-
-# index_namespace NS: {"NS": {claims: pods by claim, pvcs: PVCs by name}}, one line.
-# --raw skips kubectl's decoding and re-encoding of thousands of objects.
-index_namespace() {
-  local ns=$1 pods pvcs
-  pods=$(kubectl get --raw "/api/v1/namespaces/$ns/pods" | evc_jq 'pods_by_claim' -c)
-  pvcs=$(kubectl get --raw "/api/v1/namespaces/$ns/persistentvolumeclaims" | evc_jq 'pvcs_by_name' -c)
-  jq -cn --arg ns "$ns" --argjson claims "$pods" --argjson pvcs "$pvcs" '{($ns): {claims: $claims, pvcs: $pvcs}}'
-}
+# Claims this pass deleted (delete_due).
+DELETED=0
 
 # write_statuses WRITES OK: replaces the status of every claim in WRITES (plan lines
 # {do: "write", object}) in one kubectl run; each write is conditional on the claim's
@@ -50,12 +43,15 @@ log_written() {
 # delete_due DELETES: the claims whose deadline passed (plan lines {do: "delete"}).
 delete_due() {
   local deletes=$1 ref path uid kind
+  DELETED=0
   [[ -s $deletes ]] || return 0
   while IFS=$'\t' read -r ref path uid kind; do
     EVC_REF=$ref
     # Logged only when this run deleted it: a pass may come after the claim went.
     delete_with_uid "$path" "$uid" || continue
-    [[ $DELETE_RESULT != deleted ]] || log_info "$ref: Countdown to $kind: reached! Deleting the EVC."
+    [[ $DELETE_RESULT == deleted ]] || continue
+    log_info "$ref: Countdown to $kind: reached! Deleting the EVC."
+    DELETED=$((DELETED + 1))
   done < <(jq -r '[.ref, .path, .uid, .kind] | @tsv' "$deletes")
 }
 
@@ -73,33 +69,40 @@ reconcile_each() {
   done <"$reconciles"
 }
 
-# sync_all EVENT_FILE: the whole pass.
+# sync_all EVENT_FILE: the whole pass. Per namespace of the claims, pods and PVCs are
+# listed with --raw (kubectl neither decodes nor re-encodes thousands of objects); one
+# jq run indexes them and decides every claim (lib/evc.jq, plan).
 sync_all() {
-  local file=$1 work ns started=$EPOCHREALTIME count
+  local file=$1 work ns started=$EPOCHREALTIME claims=0 line lists=() written reconciles=0
   work=$(mktemp -d)
   # shellcheck disable=SC2064  # $work is fixed now
   trap "rm -rf '$work'" EXIT
-  : >"$work/index"
+  jq -r '[.objects[].metadata.namespace] | unique[]' "$file" >"$work/namespaces"
   while IFS= read -r ns; do
     [[ $ns =~ $NAMESPACE_RE ]] || { log_error "evc: skipping claims of namespace '$ns': not a namespace name"; continue; }
-    index_namespace "$ns" >>"$work/index"
-  done < <(jq -r '[.objects[].metadata.namespace] | unique[]' "$file")
-  evc_jq 'plan($now; $cfg; $index[0] // {})' -c --slurpfile index <(jq -s 'add // {}' "$work/index") \
-    --argjson now "$(date -u +%s)" --argjson cfg "$(settings_json)" "$file" |
-    while IFS= read -r line; do
-      case $line in
-        '{"do":"write"'*) printf '%s\n' "$line" >>"$work/writes" ;;
-        '{"do":"delete"'*) printf '%s\n' "$line" >>"$work/deletes" ;;
-        *) printf '%s\n' "$line" >>"$work/reconciles" ;;
-      esac
-    done
+    kubectl get --raw "/api/v1/namespaces/$ns/pods" >"$work/pods-$ns.json"
+    kubectl get --raw "/api/v1/namespaces/$ns/persistentvolumeclaims" >"$work/pvcs-$ns.json"
+    lists+=("$work/pods-$ns.json" "$work/pvcs-$ns.json")
+  done <"$work/namespaces"
   touch "$work/writes" "$work/deletes" "$work/reconciles" "$work/ok"
+  # To a file first: a failing jq must fail the pass, not look like an empty plan.
+  evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists)' -nc \
+    --slurpfile event "$file" --argjson now "$(date -u +%s)" --argjson cfg "$(settings_json)" \
+    "${lists[@]}" >"$work/plan"
+  while IFS= read -r line; do
+    case $line in
+      '{"do":"write"'*) printf '%s\n' "$line" >>"$work/writes" ;;
+      '{"do":"delete"'*) printf '%s\n' "$line" >>"$work/deletes" ;;
+      '{"do":"count","claims":'*) claims=${line#*:}; claims=${claims%\}} ;;
+      *) printf '%s\n' "$line" >>"$work/reconciles"; reconciles=$((reconciles + 1)) ;;
+    esac
+  done <"$work/plan"
   write_statuses "$work/writes" "$work/ok"
   log_written "$work/writes" "$work/ok"
   delete_due "$work/deletes"
   reconcile_each "$work/reconciles"
-  count=$(jq '.objects | length' "$file")
-  log_info "evc: pass over $count claims: $(wc -l <"$work/ok") statuses written, $(wc -l <"$work/deletes") deleted, $(wc -l <"$work/reconciles") one by one, in $(elapsed "$started")s"
+  mapfile -t written <"$work/ok"
+  log_info "evc: pass over $claims claims: ${#written[@]} statuses written, $DELETED deleted, $reconciles one by one, in $(elapsed "$started")s"
 }
 
 # Seconds since START ($EPOCHREALTIME), with milliseconds.

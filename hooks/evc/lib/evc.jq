@@ -198,6 +198,19 @@ def pvcs_by_name:
                                  annotations: {(copied_labels_key): .annotations[copied_labels_key]?}}),
          spec: {resources: .spec.resources}}));
 
+# Input: the PodLists and PersistentVolumeClaimLists of the claims' namespaces (as
+# `kubectl get --raw` prints them). Output: {namespace: {claims: pods_by_claim,
+# pvcs: pvcs_by_name}}; items are placed by their own namespace.
+def index_lists:
+  reduce .[] as $list ({};
+    if $list.kind == "PodList" then
+      reduce ($list.items | group_by(.metadata.namespace))[] as $ns (.;
+        .[$ns[0].metadata.namespace].claims = ({items: $ns} | pods_by_claim))
+    elif $list.kind == "PersistentVolumeClaimList" then
+      reduce ($list.items | group_by(.metadata.namespace))[] as $ns (.;
+        .[$ns[0].metadata.namespace].pvcs = ({items: $ns} | pvcs_by_name))
+    else . end);
+
 # The PVC side is in order: owned by the claim, labels copied, spec.size handled.
 # Claims for which this is false take the one-by-one path (lib/pvc.sh): rare, and that
 # path creates, patches and reports exactly as the added hook does.
@@ -234,8 +247,10 @@ def decision_logs($ref):
 #   {do: "reconcile", evc, pods}                 PVC work: the one-by-one path
 #   {do: "delete", ref, path, uid, kind}         deadline reached
 #   {do: "write", ref, object, logs}             new status (object: the claim with it)
+# and first {do: "count", claims}.
 def plan($now; $cfg; $index):
-  .objects[]
+  {do: "count", claims: (.objects | length)},
+  (.objects[]
   | select(.metadata.deletionTimestamp == null)
   | . as $evc
   | "\(.metadata.namespace)/\(.metadata.name)" as $ref
@@ -253,4 +268,4 @@ def plan($now; $cfg; $index):
            object: ($evc | {apiVersion, kind, metadata: (.metadata | {name, namespace, uid, resourceVersion}),
                             spec, status: ($d | new_status($evc.status))})}
         else empty end
-    end;
+    end);

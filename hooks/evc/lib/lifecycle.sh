@@ -45,15 +45,15 @@ run_lifecycle() {
 # being deleted, it is left alone (its resourceVersion then guards the write).
 reconcile() {
   local evc=$1 pods=$2 ns name uid
-  read -r ns name uid < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid)"' <<<"$evc")
+  read -r ns name uid STATUS_RV < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid) \(.resourceVersion)"' <<<"$evc")
   EVC_REF=$ns/$name
-  evc=$(evc_get "$ns" "$name")
-  if [[ -z $evc ]] || ! jq -e --arg uid "$uid" '.metadata.uid == $uid and .metadata.deletionTimestamp == null' \
-    <<<"$evc" >/dev/null; then
-    log_debug "$EVC_REF: gone, replaced or being deleted; nothing to do"
+  # Changed since the pass began (e.g. the added hook just made its PVC), gone or
+  # being deleted: the next pass sees it as it is.
+  if ! kubectl get "$EVC_RESOURCE" "$name" -n "$ns" -o jsonpath='{.metadata.resourceVersion}' 2>/dev/null |
+    grep -qx -- "$STATUS_RV" || jq -e '.metadata.deletionTimestamp' <<<"$evc" >/dev/null; then
+    log_debug "$EVC_REF: changed since the pass began, gone or being deleted; left to the next pass"
     return 0
   fi
-  STATUS_RV=$(jq -r '.metadata.resourceVersion' <<<"$evc")
   ensure_pvc "$evc"
   if [[ -z $CLAIM_FAILED ]]; then
     run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
