@@ -61,7 +61,7 @@ reconcile_each() {
   local reconciles=$1 line ref
   [[ -s $reconciles ]] || return 0
   while IFS= read -r line; do
-    (reconcile "$(jq -c '.evc' <<<"$line")" "$(jq -c '.pods' <<<"$line")") &
+    (reconcile "$(jq -c '.evc' <<<"$line")" "$(jq -c '.pods' <<<"$line")" "$(jq -c '.pvc' <<<"$line")") &
     if ! wait $!; then
       ref=$(jq -r '.evc.metadata | "\(.namespace)/\(.name)"' <<<"$line")
       log_warning "$ref: not reconciled in this pass; the next pass tries again"

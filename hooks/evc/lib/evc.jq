@@ -244,7 +244,7 @@ def decision_logs($ref):
 
 # Input: the sync-all event ({objects: [claims]}). $index: {namespace: {claims: pods_by_claim,
 # pvcs: pvcs_by_name}}. Output, one per claim needing something:
-#   {do: "reconcile", evc, pods}                 PVC work: the one-by-one path
+#   {do: "reconcile", evc, pods, pvc}            PVC work: the one-by-one path
 #   {do: "delete", ref, path, uid, kind}         deadline reached
 #   {do: "write", ref, object, logs}             new status (object: the claim with it)
 # and first {do: "count", claims}.
@@ -258,7 +258,7 @@ def plan($now; $cfg; $index):
   | ($ns.claims[.metadata.name] // []) as $pods
   | $ns.pvcs[.metadata.name] as $pvc
   | if failed_as_before($evc; $pvc) then empty
-    elif pvc_settled($evc; $pvc) | not then {do: "reconcile", evc: $evc, pods: $pods}
+    elif pvc_settled($evc; $pvc) | not then {do: "reconcile", evc: $evc, pods: $pods, pvc: $pvc}
     else ({evc: $evc, pods: $pods} | decide($now; $cfg)) as $d
       | if $d.due then
           {do: "delete", ref: $ref, kind: $d.kind, uid: $evc.metadata.uid,

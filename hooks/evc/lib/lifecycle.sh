@@ -40,21 +40,22 @@ run_lifecycle() {
   [[ $changed != true ]] || status_set "$status"
 }
 
-# reconcile EVC PODS: PVC, then lifecycle, then one status write. The pass may be
-# older than the claim's last change, so the claim is read again: gone, replaced or
-# being deleted, it is left alone (its resourceVersion then guards the write).
+# reconcile EVC PODS PVC: PVC, then lifecycle, then one status write. PODS and PVC
+# come from the pass's lists; the claim may have changed since the pass was taken, so
+# it is read again: gone, replaced or being deleted, it is left alone; otherwise its
+# current state is decided, and its resourceVersion guards the write (status_flush).
 reconcile() {
-  local evc=$1 pods=$2 ns name uid
-  read -r ns name uid STATUS_RV < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid) \(.resourceVersion)"' <<<"$evc")
+  local evc=$1 pods=$2 pvc=$3 ns name uid
+  read -r ns name uid < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid)"' <<<"$evc")
   EVC_REF=$ns/$name
-  # Changed since the pass began (e.g. the added hook just made its PVC), gone or
-  # being deleted: the next pass sees it as it is.
-  if ! kubectl get "$EVC_RESOURCE" "$name" -n "$ns" -o jsonpath='{.metadata.resourceVersion}' 2>/dev/null |
-    grep -qx -- "$STATUS_RV" || jq -e '.metadata.deletionTimestamp' <<<"$evc" >/dev/null; then
-    log_debug "$EVC_REF: changed since the pass began, gone or being deleted; left to the next pass"
+  evc=$(evc_get "$ns" "$name")
+  if [[ -z $evc ]] || ! jq -e --arg uid "$uid" '.metadata.uid == $uid and .metadata.deletionTimestamp == null' \
+    <<<"$evc" >/dev/null; then
+    log_debug "$EVC_REF: gone, replaced or being deleted; nothing to do"
     return 0
   fi
-  ensure_pvc "$evc"
+  STATUS_RV=$(jq -r '.metadata.resourceVersion' <<<"$evc")
+  ensure_pvc "$evc" "$pvc"
   if [[ -z $CLAIM_FAILED ]]; then
     run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
   fi

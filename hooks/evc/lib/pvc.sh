@@ -82,12 +82,14 @@ pvc_grow() {
 }
 
 # Creates or updates the PVC; sets CLAIM_FAILED when the claim cannot have one.
+# ensure_pvc EVC [PVC]: PVC, when given, is the PVC as just listed ("null": none), which
+# saves reading it again.
 ensure_pvc() {
-  local evc=$1 ns name uid pvc
+  local evc=$1 ns name uid pvc=${2:-}
   read -r ns name uid < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid)"' <<<"$evc")
   # shellcheck disable=SC2034  # read by reconcile in lifecycle.sh
   CLAIM_FAILED=
-  pvc=$(pvc_get "$ns" "$name")
+  if [[ -z $pvc ]]; then pvc=$(pvc_get "$ns" "$name"); elif [[ $pvc == null ]]; then pvc=; fi
   if [[ -z $pvc ]]; then
     pvc_create "$evc" "$ns" "$name"
   elif ! evc_jq 'owned_by($uid)' -e --arg uid "$uid" <<<"$pvc" >/dev/null; then
