@@ -74,6 +74,9 @@ reconcile_each() {
 # jq run indexes them and decides every claim (lib/evc.jq, plan).
 sync_all() {
   local file=$1 work ns started=$EPOCHREALTIME claims=0 line lists=() written reconciles=0
+  # The clock is read before the lists: a pod seen running was running at PASS_NOW, so a
+  # status.lastUsed of PASS_NOW is never later than that pod's finish.
+  PASS_NOW=$(date -u +%s)
   work=$(mktemp -d)
   # shellcheck disable=SC2064  # $work is fixed now
   trap "rm -rf '$work'" EXIT
@@ -87,13 +90,13 @@ sync_all() {
   touch "$work/writes" "$work/deletes" "$work/reconciles" "$work/ok"
   # To a file first: a failing jq must fail the pass, not look like an empty plan.
   evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists)' -nc \
-    --slurpfile event "$file" --argjson now "$(date -u +%s)" --argjson cfg "$(settings_json)" \
+    --slurpfile event "$file" --argjson now "$PASS_NOW" --argjson cfg "$(settings_json)" \
     "${lists[@]}" >"$work/plan"
   while IFS= read -r line; do
     case $line in
       '{"do":"write"'*) printf '%s\n' "$line" >>"$work/writes" ;;
       '{"do":"delete"'*) printf '%s\n' "$line" >>"$work/deletes" ;;
-      '{"do":"count","claims":'*) claims=${line#*:}; claims=${claims%\}} ;;
+      '{"do":"count","claims":'*) claims=${line##*:}; claims=${claims%\}} ;;
       *) printf '%s\n' "$line" >>"$work/reconciles"; reconciles=$((reconciles + 1)) ;;
     esac
   done <"$work/plan"
