@@ -4,8 +4,8 @@
   bench/scale.py --kubeconfig K --operator target/release/operator --repo . --work DIR \
                  --out scale.json --phase pvc|evc [--repeat N]
 
-- pvc (cluster WITH the pod simulator, which acts out the Jobs): `operator -o pvc -A -h
-  hooks/pvc` with --workers left at its default; 200 claims of class local-storage are
+- pvc (cluster WITH the pod simulator, which acts out the Jobs): `operator -o pvc -n NS -h
+  hooks/pvc` with --workers left at its default (a namespace per round); 200 claims of class local-storage are
   created at once (16 connections), spread over the three nodes. Per claim: creation
   (the API's answer) -> first poll (every 0.25 s) that sees it Bound; all Bound; CPU of
   the runner and of its hooks (their children included) from /proc, and of the pod
@@ -130,11 +130,12 @@ def simulator_cpu(pid):
 # --- pvc -----------------------------------------------------------------------------------
 
 def pvc_phase(args, kube, claims=200, timeout=300):
-    ns = "pvc-scale"
+    # A namespace per round: the claims of earlier rounds (Bound) are not replayed.
+    ns = f"pvc-scale-{args.round}"
     kubectl(args.kubeconfig, "apply", "-f", os.path.join(args.repo, "storageclass.yaml"))
     ensure_namespace(kube, ns)
     sim = simulator_pid(args.cluster_dir)
-    runner = Runner(args, ["-o", "pvc", "-A", "-h", os.path.join(args.repo, "hooks/pvc")], f"pvc-{args.round}")
+    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc")], f"pvc-{args.round}")
     deadline = time.monotonic() + 60
     while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
         if time.monotonic() > deadline:
