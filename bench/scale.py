@@ -347,6 +347,9 @@ def main():
     ap.add_argument("--phase", required=True, choices=["pvc", "evc"])
     ap.add_argument("--repeat", type=int, default=1, help="rounds, to measure the noise")
     ap.add_argument("--window", type=int, default=120, help="evc: seconds of steady state measured")
+    ap.add_argument("--evcs", type=int, default=1000)
+    ap.add_argument("--pods", type=int, default=5000)
+    ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
     args = ap.parse_args()
     args.cluster_dir = os.path.dirname(os.path.abspath(args.kubeconfig))
     os.makedirs(args.work, exist_ok=True)
@@ -357,7 +360,8 @@ def main():
             results = json.load(f)
     for rnd in range(args.repeat):
         args.round = rnd
-        r = pvc_phase(args, kube) if args.phase == "pvc" else evc_phase(args, kube, window=args.window)
+        r = (pvc_phase(args, kube, claims=args.claims) if args.phase == "pvc"
+             else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))
         results.append(r)
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

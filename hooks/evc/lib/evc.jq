@@ -91,12 +91,14 @@ def never_used($evc; $p):
 
 # Countdown bookkeeping: log when a countdown starts (a new deadline) and then
 # whenever an interval has passed since the last line, whatever the events' pace.
+# Due only once the deadline is in the stored status: a claim found past a deadline
+# nobody was shown yet (a slow pass) first gets that status, and goes at the next run.
 def countdown($st; $now; $p):
   if .deadline == null then . + {countdownLogged: null, log: false, due: false}
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
        or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
-    | . + {left: $left, due: ($left <= 0), log: ($next and $left > 0),
+    | . + {left: $left, due: ($left <= 0 and ($st.deadline | ts) == .deadline), log: ($next and $left > 0),
            countdownLogged: (if $next then $left else $st.countdownLogged end)}
   end;
 
@@ -257,7 +259,10 @@ def plan($now; $cfg; $index):
   | ($index[.metadata.namespace] // {}) as $ns
   | ($ns.claims[.metadata.name] // []) as $pods
   | $ns.pvcs[.metadata.name] as $pvc
-  | if failed_as_before($evc; $pvc) then empty
+  # New, no status yet: the added hook is on it (a pass may predate its writes). After
+  # a minute (added failing for good) the pass takes it over.
+  | if (.status // {}) == {} and $now - (.metadata.creationTimestamp | ts) < 60 then empty
+    elif failed_as_before($evc; $pvc) then empty
     elif pvc_settled($evc; $pvc) | not then {do: "reconcile", evc: $evc, pods: $pods, pvc: $pvc}
     else ({evc: $evc, pods: $pods} | decide($now; $cfg)) as $d
       | if $d.due then
