@@ -259,10 +259,7 @@ def plan($now; $cfg; $index):
   | ($index[.metadata.namespace] // {}) as $ns
   | ($ns.claims[.metadata.name] // []) as $pods
   | $ns.pvcs[.metadata.name] as $pvc
-  # New, no status yet: the added hook is on it (a pass may predate its writes). After
-  # a minute (added failing for good) the pass takes it over.
-  | if (.status // {}) == {} and $now - (.metadata.creationTimestamp | ts) < 60 then empty
-    elif failed_as_before($evc; $pvc) then empty
+  | if failed_as_before($evc; $pvc) then empty
     elif pvc_settled($evc; $pvc) | not then {do: "reconcile", evc: $evc, pods: $pods, pvc: $pvc}
     else ({evc: $evc, pods: $pods} | decide($now; $cfg)) as $d
       | if $d.due then
