@@ -3,6 +3,7 @@
 //! The binary (src/main.rs) is a thin shell over these modules; the library exists so
 //! that benchmarks reach the same code the binary runs.
 
+pub mod batch;
 pub mod cli;
 pub mod completions;
 pub mod config;
