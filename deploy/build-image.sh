@@ -112,7 +112,7 @@ make_rootfs() {
   mmdebstrap --variant=custom --format=tar --include="$include" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-    --dpkgopt='path-exclude=/usr/lib/*/gconv/*' \
+    --dpkgopt='path-exclude=/usr/lib/*/gconv/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --customize-hook="$(printf '%q ' "$HERE/rootfs-customize.sh")\"\$1\" $RUN_UID ${BUILD_ONLY[*]}" \
     "$DEBIAN_SUITE" "$out" "$DEBIAN_MIRROR"
 }

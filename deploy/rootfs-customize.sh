@@ -5,7 +5,7 @@
 #   rootfs-customize.sh DIR UID PACKAGE...
 #
 # Removes PACKAGEs (those only needed while packages are configured: dpkg,
-# perl, openssl, ...), drops what no program reads (docs, apt's lists, logs)
+# perl, openssl, ...), drops what no program reads (apt's lists, logs)
 # and adds the user and group `nonroot` with id UID, home /tmp. The dpkg
 # database stays, listing exactly what is left, for image scanners.
 set -euo pipefail
@@ -44,7 +44,7 @@ purge_with_dpkg "$@"
 for p in "${by_hand[@]}"; do
   [[ " $* " == *" $p "* ]] && remove_by_hand "$p"
 done
-rm -rf "$dir"/var/cache/* "$dir"/var/lib/apt "$dir"/var/log/* "$dir"/usr/share/doc \
+rm -rf "$dir"/var/cache/* "$dir"/var/lib/apt "$dir"/var/log/* \
   "$dir"/usr/share/man "$dir"/usr/share/info "$dir"/usr/share/locale "$dir"/usr/share/lintian \
   "$dir"/var/lib/dpkg/*-old "$dir"/etc/*-
 echo "nonroot:x:$uid:$uid:nonroot:/tmp:/usr/sbin/nologin" >>"$dir/etc/passwd"

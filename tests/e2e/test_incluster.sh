@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# The operator image run the way deploy/pvc and deploy/evc run it in a
+# cluster, against the local control plane: the image from
+# deploy/build-image.sh; the container's args, env, user, read-only root,
+# capabilities and memory limit read from the rendered Deployment (never
+# copied here); the service account's token, CA and namespace where a kubelet
+# mounts them (a projected-volume layout: ..data symlink swapped on rotation);
+# KUBERNETES_SERVICE_HOST/PORT pointing at the local API server (loopback,
+# hence --network host). No kubeconfig anywhere in the container.
+#
+# Env: INCLUSTER_IMAGE=NAME skips the build and uses that image.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+# shellcheck source=../cluster/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
+
+podman_() { podman --runtime runc --cgroup-manager=cgroupfs "$@"; }
+
+# --- the image ----------------------------------------------------------------
+
+build_image() {
+  local log=${TMPDIR:-/tmp}/incluster-build.$$.log t0=$SECONDS
+  if [[ -n ${INCLUSTER_IMAGE:-} ]]; then
+    IMAGE=$INCLUSTER_IMAGE
+    return 0
+  fi
+  IMAGE=$("$REPO_ROOT/deploy/build-image.sh" 2>"$log" | tail -n 1) || {
+    echo "deploy/build-image.sh failed:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  }
+  rm -f "$log"
+  echo "# built $IMAGE in $((SECONDS - t0)) s, $(image_mib) MiB" >&2
+}
+
+image_mib() { echo $(($(podman_ image inspect -f '{{.Size}}' "$IMAGE") / 1048576)); }
+
+build_image
+cluster_up
+CONTAINERS=()
+# Containers are not children of this script: stop.sh would not find them.
+remove_containers() {
+  local c
+  for c in "${CONTAINERS[@]}"; do podman_ rm -f -t 2 "$c" >/dev/null 2>&1 || true; done
+  cluster_down
+}
+trap remove_containers EXIT
+
+# --- the manifests --------------------------------------------------------------
+
+# render BASE: the kustomize base as one JSON List.
+render() {
+  kubectl kustomize "$REPO_ROOT/deploy/$1" | kubectl create --dry-run=client -o json -f -
+}
+
+deployment_of() { render "$1" | jq -c '.items[] | select(.kind == "Deployment")'; }
+
+# pod_flags DEPLOYMENT_JSON: podman run flags for its pod's only container, one
+# per line. What the test cannot reproduce is an error, never skipped.
+pod_flags() {
+  jq -r '
+    def die(m): error("the test cannot run this Deployment as podman: " + m);
+    .spec.template.spec as $pod
+    | ($pod.containers | if length == 1 then .[0] else die("more than one container") end) as $c
+    | ($pod.securityContext // {}) as $psc | ($c.securityContext // {}) as $csc
+    | ($pod.volumes // [] | map({key: .name, value: .}) | from_entries) as $vols
+    | if $pod.automountServiceAccountToken == false then die("no service account token") else . end
+    | if $c.command then die("command overrides the entrypoint") else . end
+    | "--user=\($csc.runAsUser // $psc.runAsUser // die("no runAsUser")):\($csc.runAsGroup // $psc.runAsGroup // 0)",
+      (if $csc.readOnlyRootFilesystem then "--read-only", "--read-only-tmpfs=false" else empty end),
+      (if $csc.allowPrivilegeEscalation == false then "--security-opt=no-new-privileges" else empty end),
+      ($csc.capabilities.drop // [] | .[] | "--cap-drop=\(ascii_downcase)"),
+      ($csc.capabilities.add // [] | .[] | "--cap-add=\(ascii_downcase)"),
+      (if $c.resources.limits.memory then "--memory=\($c.resources.limits.memory | sub("i$"; "") | ascii_downcase)" else empty end),
+      ($c.volumeMounts // [] | .[] | . as $m | $vols[$m.name]
+        | if .emptyDir == null then die("volume \($m.name) is not an emptyDir") else . end
+        | "--tmpfs=\($m.mountPath):rw,mode=1777" + (if .emptyDir.sizeLimit then ",size=\(.emptyDir.sizeLimit | sub("i$"; "") | ascii_downcase)" else "" end)),
+      ($c.env // [] | .[] | if .valueFrom then die("env \(.name) uses valueFrom") else "--env=\(.name)=\(.value)" end)
+  ' <<<"$1"
+}
+
+pod_image() { jq -r '.spec.template.spec.containers[0].image' <<<"$1"; }
+pod_args() { jq -r '.spec.template.spec.containers[0].args // [] | .[]' <<<"$1"; }
+pod_account() { jq -r '.spec.template.spec.serviceAccountName // "default"' <<<"$1"; }
+pod_namespace() { jq -r '.metadata.namespace' <<<"$1"; }
+pod_runs_as_root() {
+  jq -e '.spec.template.spec as $p | ($p.containers[0].securityContext.runAsUser // $p.securityContext.runAsUser // 0) == 0' <<<"$1" >/dev/null
+}
+
+# --- service-account tokens, mounted like a kubelet's projected volume ------------
+
+# bound_token NS ACCOUNT SECRET: a TokenRequest token bound to Secret SECRET
+# (created here): deleting the Secret invalidates the token.
+bound_token() {
+  local ns=$1 sa=$2 secret=$3 uid
+  kubectl -n "$ns" create secret generic "$secret" >/dev/null
+  uid=$(kubectl -n "$ns" get secret "$secret" -o jsonpath='{.metadata.uid}')
+  jq -n --arg name "$secret" --arg uid "$uid" '{apiVersion: "authentication.k8s.io/v1",
+      kind: "TokenRequest", spec: {expirationSeconds: 3600,
+      boundObjectRef: {apiVersion: "v1", kind: "Secret", name: $name, uid: $uid}}}' |
+    kubectl create --raw "/api/v1/namespaces/$ns/serviceaccounts/$sa/token" -f - |
+    jq -er .status.token
+}
+
+# write_sa_dir DIR NS TOKEN: the files of /var/run/secrets/kubernetes.io/serviceaccount,
+# swapped in atomically as a kubelet does (new ..timestamp dir, ..data symlink
+# renamed over the old one), so a reader never sees a half-written token.
+write_sa_dir() {
+  local dir=$1 ns=$2 token=$3 data
+  mkdir -p "$dir"
+  data=$(mktemp -d "$dir/..$(date +%Y_%m_%d_%H_%M_%S).XXXXXX")
+  printf '%s' "$token" >"$data/token"
+  printf '%s' "$ns" >"$data/namespace"
+  cp "$CLUSTER_DIR/pki/ca.crt" "$data/ca.crt"
+  chmod 0755 "$data" && chmod 0644 "$data"/*
+  local old
+  old=$(readlink "$dir/..data" 2>/dev/null) || old=
+  ln -sfn "$(basename "$data")" "$dir/..data_tmp"
+  mv -T "$dir/..data_tmp" "$dir/..data"
+  local f
+  for f in token namespace ca.crt; do [[ -L $dir/$f ]] || ln -s "..data/$f" "$dir/$f"; done
+  [[ -z $old ]] || rm -rf "${dir:?}/$old"
+}
+
+api_status_with() {
+  curl -s -o /dev/null -w '%{http_code}' --cacert "$CLUSTER_DIR/pki/ca.crt" \
+    -H "Authorization: Bearer $1" "https://127.0.0.1:$(cat "$CLUSTER_DIR/api-port")/api"
+}
+token_refused() { [[ $(api_status_with "$1") == 401 ]]; }
+
+# --- running the pod -----------------------------------------------------------------
+
+# run_pod NAME DEPLOYMENT_JSON SA_DIR: the Deployment's container, in the
+# background; its stderr (the runner's log) in logs/NAME.log. START_US is
+# when `podman run` was called.
+run_pod() {
+  local name=$1 dep=$2 sa_dir=$3 flags=() args=() image
+  image=$(pod_image "$dep")
+  [[ $image == "$IMAGE" ]] || fail "the Deployment runs $image, the build made $IMAGE"
+  mapfile -t flags < <(pod_flags "$dep") || fail "cannot run the Deployment's pod"
+  mapfile -t args < <(pod_args "$dep")
+  local container=incluster-$name-$$
+  CONTAINERS+=("$container")
+  START_US=${EPOCHREALTIME//[!0-9]/}
+  podman_ run --rm --name "$container" --network host \
+    --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+    --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")" \
+    --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro" \
+    "${flags[@]}" "$image" "${args[@]}" \
+    >"$CLUSTER_DIR/logs/$name.out" 2>"$CLUSTER_DIR/logs/$name.log" </dev/null &
+  # operator_stop NAME (lib.sh) then stops it: SIGTERM to podman, which passes it on.
+  echo $! >"$CLUSTER_DIR/pids/operator-$name"
+  _LIB_OPERATORS+=("$name")
+}
+
+# ms_since START_US
+ms_since() { echo $(((${EPOCHREALTIME//[!0-9]/} - $1) / 1000)); }
+
+# The container's memory high-water mark and CPU time, from its cgroup (v1 or v2).
+container_usage() {
+  local id pid mem cpu
+  pid=$(podman_ inspect -f '{{.State.Pid}}' "incluster-$1-$$" 2>/dev/null) || return 0
+  local memcg cpucg
+  memcg=$(awk -F: '$2 == "memory" {print $3}' "/proc/$pid/cgroup")
+  cpucg=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/ {print $3}' "/proc/$pid/cgroup")
+  if [[ -n $memcg ]]; then
+    mem=$(cat "/sys/fs/cgroup/memory$memcg/memory.max_usage_in_bytes")
+    cpu=$(($(cat "/sys/fs/cgroup/cpuacct$cpucg/cpuacct.usage") / 1000000))
+  else
+    id=$(awk -F: '$1 == 0 {print $3}' "/proc/$pid/cgroup")
+    mem=$(cat "/sys/fs/cgroup$id/memory.peak" 2>/dev/null || echo 0)
+    cpu=$(($(awk '$1 == "usage_usec" {print $2}' "/sys/fs/cgroup$id/cpu.stat") / 1000))
+  fi
+  echo "# $1: peak memory $((mem / 1048576)) MiB, CPU $cpu ms" >&2
+}
+
+# --- shared steps -------------------------------------------------------------------
+
+claim_phase() { kubectl -n "$1" get pvc "$2" -o jsonpath='{.status.phase}' 2>/dev/null; }
+bound() { [[ $(claim_phase "$1" "$2") == Bound ]]; }
+gone() { ! kubectl -n "$1" get "$2" "$3" >/dev/null 2>&1; }
+pv_gone() { ! kubectl get pv "$1" >/dev/null 2>&1; }
+has_finalizer() {
+  kubectl -n "$1" get pvc "$2" -o json | jq -e --arg f "$3" '.metadata.finalizers // [] | index($f)' >/dev/null
+}
+log_has() { grep -Eq -- "$2" "$CLUSTER_DIR/logs/$1.log"; }
+
+# can NS:ACCOUNT VERB RESOURCE [flags]: what `kubectl auth can-i` says for the account.
+can() {
+  local who=$1
+  shift
+  kubectl auth can-i --as="system:serviceaccount:${who%%:*}:${who#*:}" "$@" >/dev/null 2>&1
+}
+
+# expect_can WHO "VERB RESOURCE [-n NS]"...: each allowed; expect_cannot: each refused.
+expect_can() {
+  local who=$1 rule
+  shift
+  for rule in "$@"; do
+    # shellcheck disable=SC2086  # a rule is words
+    can "$who" $rule || fail "$who cannot: $rule"
+  done
+}
+expect_cannot() {
+  local who=$1 rule
+  shift
+  for rule in "$@"; do
+    # shellcheck disable=SC2086
+    ! can "$who" $rule || fail "$who may: $rule"
+  done
+}
+
+# The pvc walkthrough's claim (examples/pvc/pvc.yaml) in namespace NS, named NAME.
+example_claim() {
+  jq -c --arg name "$2" '.metadata.name = $name' \
+    < <(kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/pvc/pvc.yaml") |
+    kubectl -n "$1" apply -f - >/dev/null
+}
+
+# --- tests ------------------------------------------------------------------------------
+
+test_manifest_copies_match_their_sources() {
+  cmp -s "$REPO_ROOT/storageclass.yaml" "$REPO_ROOT/deploy/pvc/storageclass.yaml" \
+    || fail "deploy/pvc/storageclass.yaml differs from storageclass.yaml: copy it again"
+  cmp -s "$REPO_ROOT/hooks/evc/crd.yaml" "$REPO_ROOT/deploy/evc/crd.yaml" \
+    || fail "deploy/evc/crd.yaml differs from hooks/evc/crd.yaml: copy it again"
+  local version
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO_ROOT/Cargo.toml" | head -n 1)
+  for base in pvc evc; do
+    [[ $(pod_image "$(deployment_of "$base")") == "localhost/operator:$version" ]] \
+      || fail "deploy/$base does not run localhost/operator:$version (Cargo.toml's version)"
+  done
+}
+
+test_image_runs_unprivileged_with_its_tools() {
+  local out labels
+  out=$(podman_ run --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
+    -c 'id -u; operator --version; kubectl version --client -o json | jq -r .clientVersion.gitVersion;
+        test -x /hooks/pvc/added && test -x /hooks/evc/sync && test -f /hooks/lib/log.sh && echo hooks;
+        test -s /etc/ssl/certs/ca-certificates.crt && echo certs; touch /x 2>/dev/null || echo read-only') \
+    || fail "the image's tools do not run: $out"
+  [[ $out == $'65532\n'"operator "*$'\nv1.'*$'\nhooks\ncerts\nread-only' ]] || fail "unexpected: $out"
+  [[ $(podman_ image inspect -f '{{.Config.User}}' "$IMAGE") == 65532:65532 ]] || fail "the image's user is not 65532"
+  labels=$(podman_ image inspect -f '{{json .Labels}}' "$IMAGE")
+  jq -e '."org.opencontainers.image.version" != "unknown" and ."org.opencontainers.image.revision" != "unknown"
+    and (."org.opencontainers.image.source" | length > 0)' <<<"$labels" >/dev/null \
+    || fail "OCI labels missing: $labels"
+  (($(image_mib) <= 150)) || fail "the image is $(image_mib) MiB, more than 150"
+}
+
+test_pvc_deployment_provisions_and_survives_token_rotation() {
+  local dep ns sa sa_dir uid1 uid2 first_ms rotated_at wait_s token1
+  kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null || fail "kubectl apply -k deploy/pvc failed"
+  dep=$(deployment_of pvc)
+  ns=$(pod_namespace "$dep")
+  sa=$(pod_account "$dep")
+  ! pod_runs_as_root "$dep" || fail "the Deployment runs as root"
+  local finalizer
+  finalizer=$(pod_args "$dep" | sed -n 's/^--finalizer=//p')
+  wait_until 30 kubectl -n "$ns" get serviceaccount "$sa" >/dev/null || fail "no service account $ns/$sa"
+  sa_dir=$CLUSTER_DIR/sa-pvc
+  token1=$(bound_token "$ns" "$sa" token-1) || fail "no token for $ns/$sa"
+  write_sa_dir "$sa_dir" "$ns" "$token1"
+  # The walkthrough's claim exists before the runner starts: its ADDED is the first hook.
+  local cns
+  cns=$(new_namespace walk)
+  example_claim "$cns" localstorage-claim
+  uid1=$(kubectl -n "$cns" get pvc localstorage-claim -o jsonpath='{.metadata.uid}')
+  run_pod pvc "$dep" "$sa_dir"
+  wait_for_log pvc "\\[added $cns/localstorage-claim\\]" 60 || fail "no hook ran"
+  first_ms=$(ms_since "$START_US")
+  echo "# pvc: podman run to the first hook line: $first_ms ms" >&2
+  log_has pvc "watching persistentvolumeclaims \\(all namespaces\\)" || fail "the runner does not watch all namespaces"
+  wait_until 60 bound "$cns" localstorage-claim || fail "the walkthrough's claim never became Bound"
+  [[ -d $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid1}_${cns}_localstorage-claim ]] \
+    || fail "no volume directory on kind-worker2"
+  has_finalizer "$cns" localstorage-claim "$finalizer" || fail "the claim did not get the finalizer $finalizer"
+  log_has pvc "created Job $(jq -r '.spec.template.spec.containers[0].env[] | select(.name == "JOB_NAMESPACE") | .value' <<<"$dep")/pvc-$uid1-mkdir" \
+    || fail "the Job did not run in the Deployment's JOB_NAMESPACE"
+
+  # A new token, written in place the way a kubelet rotates it. The runner
+  # re-reads its token file once a minute (kube-client, as client-go), so the
+  # old one stays valid a little longer, as a kubelet's does until it expires.
+  write_sa_dir "$sa_dir" "$ns" "$(bound_token "$ns" "$sa" token-2)"
+  rotated_at=$SECONDS
+
+  kubectl -n "$cns" delete pvc localstorage-claim --wait=false >/dev/null
+  wait_until 60 gone "$cns" pvc localstorage-claim || fail "the deleted claim stayed (finalizer not removed?)"
+  wait_until 30 pv_gone "pvc-$uid1" || fail "the PersistentVolume was not deleted"
+  [[ ! -e $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid1}_${cns}_localstorage-claim ]] \
+    || fail "the volume directory was not removed"
+  container_usage pvc
+
+  # Now the old token dies. Everything after this uses the new one or fails.
+  wait_s=$((65 - (SECONDS - rotated_at)))
+  ((wait_s <= 0)) || sleep "$wait_s"
+  kubectl -n "$ns" delete secret token-1 >/dev/null
+  wait_until 30 token_refused "$token1" || fail "the old token still works after its Secret was deleted"
+  example_claim "$cns" after-rotation
+  uid2=$(kubectl -n "$cns" get pvc after-rotation -o jsonpath='{.metadata.uid}')
+  wait_until 60 bound "$cns" after-rotation || fail "no volume after the token rotation"
+  wait_until 30 has_finalizer "$cns" after-rotation "$finalizer" \
+    || fail "the runner did not add its finalizer after the rotation (still the old token?)"
+  kubectl -n "$cns" delete pvc after-rotation --wait=false >/dev/null
+  wait_until 60 gone "$cns" pvc after-rotation || fail "the claim stayed after the rotation (finalizer kept)"
+  wait_until 30 pv_gone "pvc-$uid2" || fail "the PersistentVolume was not deleted after the rotation"
+  ! log_has pvc ' ERROR ' || fail "the runner logged errors"
+  container_usage pvc
+}
+
+run_tests
