@@ -16,7 +16,8 @@
 # in $IMAGE_CACHE (default /var/cache/operator-rs/image) under a key made of
 # its inputs; the newest kubectl.1.N next to the kubectl on PATH (the Google
 # Cloud SDK ships several; KUBECTL=PATH picks one); then `podman build`.
-# Prints the image name as its last line.
+# IMAGE_SOURCE=URL sets the org.opencontainers.image.source label (default:
+# git's origin). Prints the image name as its last line.
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
@@ -139,8 +140,13 @@ revision() {
   echo "$rev"
 }
 
+# IMAGE_SOURCE, else the clone's origin, else Cargo.toml's repository, else
+# the directory it was built from.
 source_url() {
-  git -C "$REPO" remote get-url origin 2>/dev/null || echo "https://github.com/operator-rs/operator"
+  local url=${IMAGE_SOURCE:-}
+  [[ -n $url ]] || url=$(git -C "$REPO" remote get-url origin 2>/dev/null) || url=
+  [[ -n $url ]] || url=$(sed -n 's/^repository = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n 1)
+  echo "${url:-file://$REPO}"
 }
 
 # The build context: hard links where possible, so nothing big is copied.
@@ -165,10 +171,19 @@ main() {
   cached_rootfs
   make_context
   say "podman build -t $TAG (kubectl $KUBECTL_VERSION)"
-  podman_ build --quiet --format oci -f "$HERE/Containerfile" -t "$TAG" \
-    --build-arg VERSION="$version" --build-arg REVISION="$(revision)" \
-    --build-arg SOURCE="$(source_url)" --build-arg KUBECTL_VERSION="$KUBECTL_VERSION" \
-    "$CONTEXT" >&2 || fail "podman build failed"
+  local labels=() arg
+  labels=(VERSION="$version" REVISION="$(revision)" SOURCE="$(source_url)" KUBECTL_VERSION="$KUBECTL_VERSION")
+  # The same values twice: as build args for the Containerfile's LABEL (what
+  # docker build uses), and as --label, because buildah's layer cache keeps a
+  # LABEL layer whose build args changed.
+  local flags=()
+  for arg in "${labels[@]}"; do flags+=(--build-arg "$arg"); done
+  flags+=(--label "org.opencontainers.image.version=$version"
+    --label "org.opencontainers.image.revision=$(revision)"
+    --label "org.opencontainers.image.source=$(source_url)"
+    --label "io.github.operator-rs.kubectl.version=$KUBECTL_VERSION")
+  podman_ build --quiet --format oci -f "$HERE/Containerfile" -t "$TAG" "${flags[@]}" "$CONTEXT" >&2 \
+    || fail "podman build failed"
   if [[ -n $ARCHIVE ]]; then
     rm -f "$ARCHIVE"
     podman_ save --format docker-archive -o "$ARCHIVE" "$TAG" >&2 || fail "podman save failed"

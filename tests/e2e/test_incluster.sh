@@ -15,6 +15,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
 
 podman_() { podman --runtime runc --cgroup-manager=cgroupfs "$@"; }
+# The limits podman cannot raise here: it copies its own unless told.
+podman_run() { podman_ run --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "$@"; }
 
 # --- the image ----------------------------------------------------------------
 
@@ -48,12 +50,12 @@ trap remove_containers EXIT
 
 # --- the manifests --------------------------------------------------------------
 
-# render BASE: the kustomize base as one JSON List.
+# render BASE: the kustomize base's objects as JSON.
 render() {
   kubectl kustomize "$REPO_ROOT/deploy/$1" | kubectl create --dry-run=client -o json -f -
 }
 
-deployment_of() { render "$1" | jq -c '.items[] | select(.kind == "Deployment")'; }
+deployment_of() { render "$1" | jq -c 'if .kind == "List" then .items[] else . end | select(.kind == "Deployment")'; }
 
 # pod_flags DEPLOYMENT_JSON: podman run flags for its pod's only container, one
 # per line. What the test cannot reproduce is an error, never skipped.
@@ -142,8 +144,7 @@ run_pod() {
   local container=incluster-$name-$$
   CONTAINERS+=("$container")
   START_US=${EPOCHREALTIME//[!0-9]/}
-  podman_ run --rm --name "$container" --network host \
-    --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+  podman_run --rm --name "$container" --network host \
     --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")" \
     --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro" \
     "${flags[@]}" "$image" "${args[@]}" \
@@ -212,7 +213,7 @@ expect_cannot() {
 
 # The pvc walkthrough's claim (examples/pvc/pvc.yaml) in namespace NS, named NAME.
 example_claim() {
-  jq -c --arg name "$2" '.metadata.name = $name' \
+  jq -c --arg name "$2" '.metadata.name = $name | del(.metadata.namespace)' \
     < <(kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/pvc/pvc.yaml") |
     kubectl -n "$1" apply -f - >/dev/null
 }
@@ -234,7 +235,7 @@ test_manifest_copies_match_their_sources() {
 
 test_image_runs_unprivileged_with_its_tools() {
   local out labels
-  out=$(podman_ run --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
+  out=$(podman_run --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
     -c 'id -u; operator --version; kubectl version --client -o json | jq -r .clientVersion.gitVersion;
         test -x /hooks/pvc/added && test -x /hooks/evc/sync && test -f /hooks/lib/log.sh && echo hooks;
         test -s /etc/ssl/certs/ca-certificates.crt && echo certs; touch /x 2>/dev/null || echo read-only') \
@@ -306,6 +307,72 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
   wait_until 30 pv_gone "pvc-$uid2" || fail "the PersistentVolume was not deleted after the rotation"
   ! log_has pvc ' ERROR ' || fail "the runner logged errors"
   container_usage pvc
+}
+
+test_evc_deployment_makes_and_expires_claims() {
+  local dep ns sa sa_dir cns first_ms
+  kubectl apply -k "$REPO_ROOT/deploy/evc" >/dev/null || fail "kubectl apply -k deploy/evc failed"
+  kubectl wait --for=condition=Established crd/ephemeralvolumeclaims.zalando.org --timeout=30s >/dev/null \
+    || fail "the CRD of deploy/evc was not established"
+  dep=$(deployment_of evc)
+  ns=$(pod_namespace "$dep")
+  sa=$(pod_account "$dep")
+  ! pod_runs_as_root "$dep" || fail "the Deployment runs as root"
+  wait_until 30 kubectl -n "$ns" get serviceaccount "$sa" >/dev/null || fail "no service account $ns/$sa"
+  sa_dir=$CLUSTER_DIR/sa-evc
+  write_sa_dir "$sa_dir" "$ns" "$(bound_token "$ns" "$sa" token-1)"
+  cns=$(new_namespace evc)
+  # examples/evc's claim, expiring 5 s after its creation when no pod uses it.
+  kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/evc/evc.yaml" |
+    jq -c '.spec.expiryPeriod = 5 | del(.metadata.namespace)' | kubectl -n "$cns" apply -f - >/dev/null
+  run_pod evc "$dep" "$sa_dir"
+  wait_for_log evc "\\[added $cns/my-claim-1\\]" 60 || fail "no hook ran"
+  first_ms=$(ms_since "$START_US")
+  echo "# evc: podman run to the first hook line: $first_ms ms" >&2
+  wait_until 30 kubectl -n "$cns" get pvc my-claim-1 >/dev/null || fail "no PVC for the claim"
+  wait_for_log evc "$cns/my-claim-1: Countdown to expiry: reached! Deleting the EVC" 40 \
+    || fail "the claim did not expire"
+  wait_until 30 gone "$cns" evc my-claim-1 || fail "the expired claim was not deleted"
+  wait_until 60 pvc_released "$cns" my-claim-1 || fail "the expired claim's PVC was not deleted"
+  ! log_has evc ' ERROR ' || fail "the runner logged errors"
+  container_usage evc
+}
+
+# The PVC is gone or being deleted (the garbage collector or the deleted hook).
+pvc_released() {
+  local pvc
+  pvc=$(kubectl -n "$1" get pvc "$2" -o json --ignore-not-found)
+  [[ -z $pvc ]] || jq -e '.metadata.deletionTimestamp != null' <<<"$pvc" >/dev/null
+}
+
+# Everything the rules grant is used (above); this checks what they must not grant.
+test_accounts_hold_only_what_their_hooks_use() {
+  kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null || fail "kubectl apply -k deploy/pvc failed"
+  kubectl apply -k "$REPO_ROOT/deploy/evc" >/dev/null || fail "kubectl apply -k deploy/evc failed"
+  local pvc=operator-pvc:operator evc=operator-evc:operator jobs=operator-pvc-jobs
+  expect_can "$pvc" "watch persistentvolumeclaims -A" "patch persistentvolumeclaims -n default" \
+    "create persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
+    "create events -n default" "create jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs"
+  expect_cannot "$pvc" "get secrets -n operator-pvc" "list secrets -A" "get configmaps -n operator-pvc" \
+    "create jobs.batch -n default" "create jobs.batch -n operator-pvc" "create pods -n $jobs" \
+    "list pods -A" "delete persistentvolumeclaims -n default" "update persistentvolumes" \
+    "patch persistentvolumes" "create persistentvolumeclaims -n default" "patch nodes" "list nodes" \
+    "create storageclasses" "delete events -n default" "patch jobs.batch -n $jobs" \
+    "create serviceaccounts --subresource=token -n operator-pvc" "create deployments.apps -n operator-pvc" \
+    "create rolebindings.rbac.authorization.k8s.io -n $jobs" "escalate clusterroles.rbac.authorization.k8s.io" \
+    "impersonate serviceaccounts" "list ephemeralvolumeclaims.zalando.org -A"
+  expect_can "$evc" "watch ephemeralvolumeclaims.zalando.org -A" "delete ephemeralvolumeclaims.zalando.org -n default" \
+    "patch ephemeralvolumeclaims.zalando.org --subresource=status -n default" \
+    "get ephemeralvolumeclaims.zalando.org --subresource=status -n default" "create persistentvolumeclaims -n default" \
+    "delete persistentvolumeclaims -n default" "list pods -n default" "create events -n default"
+  expect_cannot "$evc" "get secrets -n operator-evc" "list secrets -A" "get configmaps -n default" \
+    "patch ephemeralvolumeclaims.zalando.org -n default" "create ephemeralvolumeclaims.zalando.org -n default" \
+    "list persistentvolumeclaims -A" "get persistentvolumes" "create persistentvolumes" "get pods -n default" \
+    "create pods -n default" "get nodes" "create jobs.batch -n $jobs" "create serviceaccounts --subresource=token -n operator-evc" \
+    "update customresourcedefinitions.apiextensions.k8s.io" "impersonate serviceaccounts"
+  # Nor can the Jobs' pods call the API: their account mounts no token.
+  [[ $(kubectl -n "$jobs" get serviceaccount default -o jsonpath='{.automountServiceAccountToken}') == false ]] \
+    || fail "the Jobs' service account mounts a token"
 }
 
 run_tests
