@@ -73,6 +73,7 @@ pod_flags() {
       (if $csc.allowPrivilegeEscalation == false then "--security-opt=no-new-privileges" else empty end),
       ($csc.capabilities.drop // [] | .[] | "--cap-drop=\(ascii_downcase)"),
       ($csc.capabilities.add // [] | .[] | "--cap-add=\(ascii_downcase)"),
+      (if $c.resources.limits.cpu then "--cpus=\($c.resources.limits.cpu | if endswith("m") then (.[:-1] | tonumber) / 1000 else . end)" else empty end),
       (if $c.resources.limits.memory then "--memory=\($c.resources.limits.memory | sub("i$"; "") | ascii_downcase)" else empty end),
       ($c.volumeMounts // [] | .[] | . as $m | $vols[$m.name]
         | if .emptyDir == null then die("volume \($m.name) is not an emptyDir") else . end
@@ -157,22 +158,25 @@ run_pod() {
 # ms_since START_US
 ms_since() { echo $(((${EPOCHREALTIME//[!0-9]/} - $1) / 1000)); }
 
-# The container's memory high-water mark and CPU time, from its cgroup (v1 or v2).
+# Prints the container's usage so far (for deploy/README.md's numbers): the
+# cgroup's memory high-water mark (runner, hooks, kubectl and page cache) and
+# CPU time, and the runner's own peak RSS.
 container_usage() {
-  local id pid mem cpu
+  local pid memcg cpucg mem cpu hwm
   pid=$(podman_ inspect -f '{{.State.Pid}}' "incluster-$1-$$" 2>/dev/null) || return 0
-  local memcg cpucg
+  hwm=$(awk '$1 == "VmHWM:" {print int($2 / 1024)}' "/proc/$pid/status")
   memcg=$(awk -F: '$2 == "memory" {print $3}' "/proc/$pid/cgroup")
   cpucg=$(awk -F: '$2 ~ /(^|,)cpuacct(,|$)/ {print $3}' "/proc/$pid/cgroup")
   if [[ -n $memcg ]]; then
     mem=$(cat "/sys/fs/cgroup/memory$memcg/memory.max_usage_in_bytes")
     cpu=$(($(cat "/sys/fs/cgroup/cpuacct$cpucg/cpuacct.usage") / 1000000))
   else
-    id=$(awk -F: '$1 == 0 {print $3}' "/proc/$pid/cgroup")
-    mem=$(cat "/sys/fs/cgroup$id/memory.peak" 2>/dev/null || echo 0)
-    cpu=$(($(awk '$1 == "usage_usec" {print $2}' "/sys/fs/cgroup$id/cpu.stat") / 1000))
+    memcg=$(awk -F: '$1 == 0 {print $3}' "/proc/$pid/cgroup")
+    mem=$(cat "/sys/fs/cgroup$memcg/memory.peak" 2>/dev/null || echo 0)
+    cpu=$(($(awk '$1 == "usage_usec" {print $2}' "/sys/fs/cgroup$memcg/cpu.stat") / 1000))
   fi
-  echo "# $1: peak memory $((mem / 1048576)) MiB, CPU $cpu ms" >&2
+  echo "# $1 after $(ms_since "$START_US") ms: container peak memory $((mem / 1048576)) MiB," \
+    "CPU $cpu ms; the runner's peak RSS $hwm MiB" >&2
 }
 
 # --- shared steps -------------------------------------------------------------------
@@ -373,6 +377,29 @@ test_accounts_hold_only_what_their_hooks_use() {
   # Nor can the Jobs' pods call the API: their account mounts no token.
   [[ $(kubectl -n "$jobs" get serviceaccount default -o jsonpath='{.automountServiceAccountToken}') == false ]] \
     || fail "the Jobs' service account mounts a token"
+}
+
+# Gone, or its deletion started (the namespace controller empties it first).
+namespace_leaving() {
+  local ts
+  ts=$(kubectl get namespace "$1" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null) || return 0
+  [[ -n $ts ]]
+}
+
+# Last: deploy/README.md's uninstall leaves nothing cluster-wide behind.
+test_uninstall_removes_both_bases() {
+  local base kinds
+  for base in evc pvc; do
+    kubectl delete -k "$REPO_ROOT/deploy/$base" --wait=false >/dev/null || fail "kubectl delete -k deploy/$base failed"
+  done
+  for kinds in clusterrole/operator-pvc clusterrole/operator-evc clusterrolebinding/operator-pvc \
+    clusterrolebinding/operator-evc storageclass/local-storage crd/ephemeralvolumeclaims.zalando.org; do
+    wait_until 30 gone default "${kinds%%/*}" "${kinds#*/}" || fail "$kinds is still there"
+  done
+  for kinds in operator-pvc operator-pvc-jobs operator-evc; do
+    namespace_leaving "$kinds" || fail "namespace $kinds is not being deleted"
+  done
+  return 0
 }
 
 run_tests
