@@ -155,6 +155,16 @@ run_pod() {
   _LIB_OPERATORS+=("$name")
 }
 
+# first_hook NAME NS/OBJECT: waits for the runner to watch, then for the
+# first hook line about OBJECT; prints how long each took from `podman run`.
+first_hook() {
+  local watching
+  wait_for_log "$1" ' INFO watching ' 60 || fail "the runner never started watching"
+  watching=$(ms_since "$START_US")
+  wait_for_log "$1" "\\[added $2\\]" 60 || fail "no hook ran for $2"
+  echo "# $1: podman run to the runner watching: $watching ms, to the first hook line: $(ms_since "$START_US") ms" >&2
+}
+
 # ms_since START_US
 ms_since() { echo $(((${EPOCHREALTIME//[!0-9]/} - $1) / 1000)); }
 
@@ -254,7 +264,7 @@ test_image_runs_unprivileged_with_its_tools() {
 }
 
 test_pvc_deployment_provisions_and_survives_token_rotation() {
-  local dep ns sa sa_dir uid1 uid2 first_ms rotated_at wait_s token1
+  local dep ns sa sa_dir uid1 uid2 rotated_at wait_s token1
   kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null || fail "kubectl apply -k deploy/pvc failed"
   dep=$(deployment_of pvc)
   ns=$(pod_namespace "$dep")
@@ -272,9 +282,7 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
   example_claim "$cns" localstorage-claim
   uid1=$(kubectl -n "$cns" get pvc localstorage-claim -o jsonpath='{.metadata.uid}')
   run_pod pvc "$dep" "$sa_dir"
-  wait_for_log pvc "\\[added $cns/localstorage-claim\\]" 60 || fail "no hook ran"
-  first_ms=$(ms_since "$START_US")
-  echo "# pvc: podman run to the first hook line: $first_ms ms" >&2
+  first_hook pvc "$cns/localstorage-claim"
   log_has pvc "watching persistentvolumeclaims \\(all namespaces\\)" || fail "the runner does not watch all namespaces"
   wait_until 60 bound "$cns" localstorage-claim || fail "the walkthrough's claim never became Bound"
   [[ -d $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid1}_${cns}_localstorage-claim ]] \
@@ -283,9 +291,10 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
   log_has pvc "created Job $(jq -r '.spec.template.spec.containers[0].env[] | select(.name == "JOB_NAMESPACE") | .value' <<<"$dep")/pvc-$uid1-mkdir" \
     || fail "the Job did not run in the Deployment's JOB_NAMESPACE"
 
-  # A new token, written in place the way a kubelet rotates it. The runner
-  # re-reads its token file once a minute (kube-client, as client-go), so the
-  # old one stays valid a little longer, as a kubelet's does until it expires.
+  # A new token, written in place the way a kubelet rotates it. The runner's
+  # client (kube-client, like client-go) reads the token file again on its
+  # first request 50 s or more after the last read; the old token stays valid
+  # that long, as a kubelet's does until it expires (at least 10 minutes).
   write_sa_dir "$sa_dir" "$ns" "$(bound_token "$ns" "$sa" token-2)"
   rotated_at=$SECONDS
 
@@ -296,8 +305,9 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
     || fail "the volume directory was not removed"
   container_usage pvc
 
-  # Now the old token dies. Everything after this uses the new one or fails.
-  wait_s=$((65 - (SECONDS - rotated_at)))
+  # Now the old token dies: the runner's own requests (the finalizer's get and
+  # patch) succeed only with the new one, read without a restart.
+  wait_s=$((55 - (SECONDS - rotated_at)))
   ((wait_s <= 0)) || sleep "$wait_s"
   kubectl -n "$ns" delete secret token-1 >/dev/null
   wait_until 30 token_refused "$token1" || fail "the old token still works after its Secret was deleted"
@@ -314,7 +324,7 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
 }
 
 test_evc_deployment_makes_and_expires_claims() {
-  local dep ns sa sa_dir cns first_ms
+  local dep ns sa sa_dir cns
   kubectl apply -k "$REPO_ROOT/deploy/evc" >/dev/null || fail "kubectl apply -k deploy/evc failed"
   kubectl wait --for=condition=Established crd/ephemeralvolumeclaims.zalando.org --timeout=30s >/dev/null \
     || fail "the CRD of deploy/evc was not established"
@@ -330,9 +340,7 @@ test_evc_deployment_makes_and_expires_claims() {
   kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/evc/evc.yaml" |
     jq -c '.spec.expiryPeriod = 5 | del(.metadata.namespace)' | kubectl -n "$cns" apply -f - >/dev/null
   run_pod evc "$dep" "$sa_dir"
-  wait_for_log evc "\\[added $cns/my-claim-1\\]" 60 || fail "no hook ran"
-  first_ms=$(ms_since "$START_US")
-  echo "# evc: podman run to the first hook line: $first_ms ms" >&2
+  first_hook evc "$cns/my-claim-1"
   wait_until 30 kubectl -n "$cns" get pvc my-claim-1 >/dev/null || fail "no PVC for the claim"
   wait_for_log evc "$cns/my-claim-1: Countdown to expiry: reached! Deleting the EVC" 40 \
     || fail "the claim did not expire"
