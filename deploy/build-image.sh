@@ -156,6 +156,13 @@ make_context() {
   ln "$ROOTFS" "$CONTEXT/rootfs.tar" 2>/dev/null || cp "$ROOTFS" "$CONTEXT/rootfs.tar"
   cp "$KUBECTL" "$CONTEXT/kubectl"
   cp "$OPERATOR" "$CONTEXT/operator"
+  # The release profile keeps the symbol table (2-3 MB); panics still name
+  # the panicking line without it.
+  if command -v strip >/dev/null; then
+    strip "$CONTEXT/operator"
+  else
+    say "no strip (binutils): the operator binary keeps its symbol table"
+  fi
   cp -r "$REPO/hooks" "$CONTEXT/hooks"
 }
 
@@ -171,13 +178,12 @@ main() {
   cached_rootfs
   make_context
   say "podman build -t $TAG (kubectl $KUBECTL_VERSION)"
-  local labels=() arg
-  labels=(VERSION="$version" REVISION="$(revision)" SOURCE="$(source_url)" KUBECTL_VERSION="$KUBECTL_VERSION")
+  local build_args=() arg flags=()
+  build_args=(VERSION="$version" REVISION="$(revision)" SOURCE="$(source_url)" KUBECTL_VERSION="$KUBECTL_VERSION")
   # The same values twice: as build args for the Containerfile's LABEL (what
   # docker build uses), and as --label, because buildah's layer cache keeps a
   # LABEL layer whose build args changed.
-  local flags=()
-  for arg in "${labels[@]}"; do flags+=(--build-arg "$arg"); done
+  for arg in "${build_args[@]}"; do flags+=(--build-arg "$arg"); done
   flags+=(--label "org.opencontainers.image.version=$version"
     --label "org.opencontainers.image.revision=$(revision)"
     --label "org.opencontainers.image.source=$(source_url)"

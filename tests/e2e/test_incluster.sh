@@ -133,22 +133,31 @@ token_refused() { [[ $(api_status_with "$1") == 401 ]]; }
 
 # --- running the pod -----------------------------------------------------------------
 
-# run_pod NAME DEPLOYMENT_JSON SA_DIR: the Deployment's container, in the
-# background; its stderr (the runner's log) in logs/NAME.log. START_US is
-# when `podman run` was called.
-run_pod() {
-  local name=$1 dep=$2 sa_dir=$3 flags=() args=() image
+# pod_run DEPLOYMENT_JSON SA_DIR [podman run flags...] [--] [ARGS...]: podman run as
+# the Deployment's pod would run, in the foreground.
+pod_run() {
+  local dep=$1 sa_dir=$2 flags=() image
+  shift 2
   image=$(pod_image "$dep")
   [[ $image == "$IMAGE" ]] || fail "the Deployment runs $image, the build made $IMAGE"
   mapfile -t flags < <(pod_flags "$dep") || fail "cannot run the Deployment's pod"
-  mapfile -t args < <(pod_args "$dep")
+  podman_run --rm --network host \
+    --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")" \
+    --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro" \
+    "${flags[@]}" "$@"
+}
+
+# run_pod NAME DEPLOYMENT_JSON SA_DIR [ARGS...]: the Deployment's container, in
+# the background, with its args (or ARGS); its stderr (the runner's log) in
+# logs/NAME.log. START_US is when `podman run` was called.
+run_pod() {
+  local name=$1 dep=$2 sa_dir=$3 args=()
+  shift 3
+  if (($#)); then args=("$@"); else mapfile -t args < <(pod_args "$dep"); fi
   local container=incluster-$name-$$
   CONTAINERS+=("$container")
   START_US=${EPOCHREALTIME//[!0-9]/}
-  podman_run --rm --name "$container" --network host \
-    --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")" \
-    --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro" \
-    "${flags[@]}" "$image" "${args[@]}" \
+  pod_run "$dep" "$sa_dir" --name "$container" "$(pod_image "$dep")" "${args[@]}" \
     >"$CLUSTER_DIR/logs/$name.out" 2>"$CLUSTER_DIR/logs/$name.log" </dev/null &
   # operator_stop NAME (lib.sh) then stops it: SIGTERM to podman, which passes it on.
   echo $! >"$CLUSTER_DIR/pids/operator-$name"
@@ -348,6 +357,32 @@ test_evc_deployment_makes_and_expires_claims() {
   wait_until 60 pvc_released "$cns" my-claim-1 || fail "the expired claim's PVC was not deleted"
   ! log_has evc ' ERROR ' || fail "the runner logged errors"
   container_usage evc
+}
+
+# Without -n and -A the runner watches its service account's namespace, and a
+# hook's kubectl defaults to it too.
+test_service_account_namespace_is_the_default() {
+  local dep ns sa sa_dir out
+  kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null || fail "kubectl apply -k deploy/pvc failed"
+  dep=$(deployment_of pvc)
+  ns=$(pod_namespace "$dep")
+  sa=$(pod_account "$dep")
+  sa_dir=$CLUSTER_DIR/sa-default
+  write_sa_dir "$sa_dir" "$ns" "$(bound_token "$ns" "$sa" token-default)"
+  kubectl -n "$ns" apply -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: probe}
+spec: {accessModes: [ReadWriteOnce], storageClassName: none, resources: {requests: {storage: 1Mi}}}
+EOF
+  run_pod default "$dep" "$sa_dir" --object=pvc --hooks=/hooks/echo
+  wait_for_log default "watching persistentvolumeclaims \\(namespace $ns\\)" 60 \
+    || fail "the runner does not watch its service account's namespace $ns"
+  wait_for_log default "\\[added $ns/probe\\]" 30 || fail "no hook ran for $ns/probe"
+  out=$(pod_run "$dep" "$sa_dir" --entrypoint kubectl "$IMAGE" get pvc -o name 2>&1) \
+    || fail "kubectl in the container failed: $out"
+  [[ $out == persistentvolumeclaim/probe ]] || fail "kubectl in the container did not list $ns's claims: $out"
+  kubectl -n "$ns" delete pvc probe --wait=false >/dev/null
 }
 
 # The PVC is gone or being deleted (the garbage collector or the deleted hook).
