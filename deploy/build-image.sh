@@ -93,7 +93,8 @@ find_kubectl() {
     [[ -n $KUBECTL ]] || KUBECTL=$(readlink -f "$on_path")
   fi
   # A wrapper script or a dynamically linked build would not run in the image.
-  file -L "$KUBECTL" | grep -q 'statically linked' || fail "$KUBECTL is not a static binary"
+  [[ $(head -c 4 "$KUBECTL" | od -An -c | tr -d ' ') == '177ELF' ]] || fail "$KUBECTL is not a program (a wrapper script?)"
+  if ldd "$KUBECTL" >/dev/null 2>&1; then fail "$KUBECTL is dynamically linked: the image needs a static kubectl"; fi
   KUBECTL_VERSION=$("$KUBECTL" version --client -o json | jq -r .clientVersion.gitVersion) \
     || fail "$KUBECTL does not run"
 }
@@ -128,9 +129,11 @@ cached_rootfs() {
   fi
   mkdir -p "$IMAGE_CACHE"
   say "building the root filesystem with mmdebstrap ($DEBIAN_SUITE: ${PACKAGES[*]})"
-  make_rootfs "$ROOTFS.tmp" >"$IMAGE_CACHE/mmdebstrap.log" 2>&1 \
-    || { tail -n 30 "$IMAGE_CACHE/mmdebstrap.log" >&2; rm -f "$ROOTFS.tmp"; fail "mmdebstrap failed"; }
-  mv "$ROOTFS.tmp" "$ROOTFS"
+  # Per-process names: two builds at once each make their own, the last rename wins.
+  local tmp=$ROOTFS.$$.tmp log=$IMAGE_CACHE/mmdebstrap.$$.log
+  make_rootfs "$tmp" >"$log" 2>&1 || { tail -n 30 "$log" >&2; rm -f "$tmp"; fail "mmdebstrap failed (log: $log)"; }
+  mv "$tmp" "$ROOTFS"
+  mv "$log" "$IMAGE_CACHE/mmdebstrap.log"
 }
 
 revision() {
@@ -188,8 +191,16 @@ main() {
     --label "org.opencontainers.image.revision=$(revision)"
     --label "org.opencontainers.image.source=$(source_url)"
     --label "io.github.operator-rs.kubectl.version=$KUBECTL_VERSION")
+  local before after
+  before=$(podman_ image inspect -f '{{.Id}}' "$TAG" 2>/dev/null) || before=
   podman_ build --quiet --format oci -f "$HERE/Containerfile" -t "$TAG" "${flags[@]}" "$CONTEXT" >&2 \
     || fail "podman build failed"
+  after=$(podman_ image inspect -f '{{.Id}}' "$TAG")
+  # The image this one replaced under the tag, unless something else uses it:
+  # repeated builds (CI) would otherwise pile up.
+  if [[ -n $before && $before != "$after" ]]; then
+    podman_ rmi "$before" >/dev/null 2>&1 || true
+  fi
   if [[ -n $ARCHIVE ]]; then
     rm -f "$ARCHIVE"
     podman_ save --format docker-archive -o "$ARCHIVE" "$TAG" >&2 || fail "podman save failed"
