@@ -39,14 +39,15 @@ image_mib() { echo $(($(podman_ image inspect -f '{{.Size}}' "$IMAGE") / 1048576
 
 build_image
 cluster_up
-CONTAINERS=()
-# Containers are not children of this script: stop.sh would not find them.
+# Containers are not children of this script (conmon runs them), so stop.sh
+# would not end them: every one is named incluster-NAME-$$ and removed here.
 remove_containers() {
   local c
-  for c in "${CONTAINERS[@]}"; do podman_ rm -f -t 2 "$c" >/dev/null 2>&1 || true; done
-  cluster_down
+  for c in $(podman_ ps -a --filter "name=^incluster-.*-$$\$" --format '{{.Names}}' 2>/dev/null); do
+    podman_ rm -f -t 2 "$c" >/dev/null 2>&1 || true
+  done
 }
-trap remove_containers EXIT
+trap 'remove_containers; cluster_down' EXIT
 
 # --- the manifests --------------------------------------------------------------
 
@@ -133,15 +134,16 @@ token_refused() { [[ $(api_status_with "$1") == 401 ]]; }
 
 # --- running the pod -----------------------------------------------------------------
 
-# pod_run DEPLOYMENT_JSON SA_DIR [podman run flags...] [--] [ARGS...]: podman run as
-# the Deployment's pod would run, in the foreground.
+# pod_run DEPLOYMENT_JSON SA_DIR [podman run flags...] IMAGE [ARGS...]: podman run
+# as the Deployment's pod would run (exec'd: the caller's process becomes podman).
 pod_run() {
   local dep=$1 sa_dir=$2 flags=() image
   shift 2
   image=$(pod_image "$dep")
   [[ $image == "$IMAGE" ]] || fail "the Deployment runs $image, the build made $IMAGE"
   mapfile -t flags < <(pod_flags "$dep") || fail "cannot run the Deployment's pod"
-  podman_run --rm --network host \
+  exec podman --runtime runc --cgroup-manager=cgroupfs run --rm --network host \
+    --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
     --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")" \
     --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro" \
     "${flags[@]}" "$@"
@@ -154,12 +156,11 @@ run_pod() {
   local name=$1 dep=$2 sa_dir=$3 args=()
   shift 3
   if (($#)); then args=("$@"); else mapfile -t args < <(pod_args "$dep"); fi
-  local container=incluster-$name-$$
-  CONTAINERS+=("$container")
   START_US=${EPOCHREALTIME//[!0-9]/}
-  pod_run "$dep" "$sa_dir" --name "$container" "$(pod_image "$dep")" "${args[@]}" \
+  (pod_run "$dep" "$sa_dir" --name "incluster-$name-$$" "$(pod_image "$dep")" "${args[@]}") \
     >"$CLUSTER_DIR/logs/$name.out" 2>"$CLUSTER_DIR/logs/$name.log" </dev/null &
-  # operator_stop NAME (lib.sh) then stops it: SIGTERM to podman, which passes it on.
+  # operator_stop NAME (lib.sh) stops it after the test: SIGTERM to podman,
+  # which passes it on to the runner (--sig-proxy).
   echo $! >"$CLUSTER_DIR/pids/operator-$name"
   _LIB_OPERATORS+=("$name")
 }
@@ -357,6 +358,12 @@ test_evc_deployment_makes_and_expires_claims() {
   wait_until 60 pvc_released "$cns" my-claim-1 || fail "the expired claim's PVC was not deleted"
   ! log_has evc ' ERROR ' || fail "the runner logged errors"
   container_usage evc
+  # What a pod deletion does: SIGTERM, and the runner ends cleanly, in time.
+  local t0=$SECONDS
+  operator_stop evc || fail "the runner exited with status $? on SIGTERM"
+  log_has evc ' INFO stopped$' || fail "the runner did not log its stop"
+  ((SECONDS - t0 < $(jq '.spec.template.spec.terminationGracePeriodSeconds // 30' <<<"$dep"))) \
+    || fail "the runner took longer than the pod's terminationGracePeriodSeconds to stop"
 }
 
 # Without -n and -A the runner watches its service account's namespace, and a
@@ -379,7 +386,7 @@ EOF
   wait_for_log default "watching persistentvolumeclaims \\(namespace $ns\\)" 60 \
     || fail "the runner does not watch its service account's namespace $ns"
   wait_for_log default "\\[added $ns/probe\\]" 30 || fail "no hook ran for $ns/probe"
-  out=$(pod_run "$dep" "$sa_dir" --entrypoint kubectl "$IMAGE" get pvc -o name 2>&1) \
+  out=$(pod_run "$dep" "$sa_dir" --name "incluster-kubectl-$$" --entrypoint kubectl "$IMAGE" get pvc -o name 2>&1) \
     || fail "kubectl in the container failed: $out"
   [[ $out == persistentvolumeclaim/probe ]] || fail "kubectl in the container did not list $ns's claims: $out"
   kubectl -n "$ns" delete pvc probe --wait=false >/dev/null
