@@ -436,9 +436,36 @@ namespace_leaving() {
   [[ -n $ts ]]
 }
 
+# readme_block AFTER: the first ```sh block of deploy/README.md after the line
+# matching AFTER.
+readme_block() {
+  awk -v after="$1" 'found && /^```sh$/ {on = 1; next} on && /^```$/ {exit}
+    on {print} $0 ~ after {found = 1}' "$REPO_ROOT/deploy/README.md"
+}
+
+# A claim deleted while no operator runs waits for it; the README's command
+# releases it.
+test_readme_releases_claims_left_terminating() {
+  local ns finalizer script
+  finalizer=$(pod_args "$(deployment_of pvc)" | sed -n 's/^--finalizer=//p')
+  ns=$(new_namespace stuck)
+  example_claim "$ns" orphan
+  kubectl -n "$ns" patch pvc orphan --type=merge -p "{\"metadata\": {\"finalizers\": [\"$finalizer\"]}}" >/dev/null
+  kubectl -n "$ns" delete pvc orphan --wait=false >/dev/null
+  sleep 1
+  kubectl -n "$ns" get pvc orphan >/dev/null 2>&1 || fail "the claim went without its finalizer's release"
+  script=$(readme_block 'Release them by hand')
+  [[ $script == *"kubectl"*"patch pvc"* ]] || fail "no release command found in deploy/README.md"
+  bash -euo pipefail -c "$script" >/dev/null || fail "the README's release command failed"
+  wait_until 30 gone "$ns" pvc orphan || fail "the README's command did not release the claim"
+}
+
 # Last: deploy/README.md's uninstall leaves nothing cluster-wide behind.
 test_uninstall_removes_both_bases() {
   local base kinds
+  for base in pvc evc; do
+    kubectl apply -k "$REPO_ROOT/deploy/$base" >/dev/null 2>&1 || fail "kubectl apply -k deploy/$base failed"
+  done
   for base in evc pvc; do
     kubectl delete -k "$REPO_ROOT/deploy/$base" --wait=false >/dev/null || fail "kubectl delete -k deploy/$base failed"
   done
