@@ -2,8 +2,8 @@
 # The operator image run the way deploy/pvc and deploy/evc run it in a
 # cluster, against the local control plane: the image from
 # deploy/build-image.sh; the container's args, env, user, read-only root,
-# capabilities and memory limit read from the rendered Deployment (never
-# copied here); the service account's token, CA and namespace where a kubelet
+# capabilities, seccomp, emptyDir and limits read from the rendered
+# Deployment (never copied here); the service account's token, CA and namespace where a kubelet
 # mounts them (a projected-volume layout: ..data symlink swapped on rotation);
 # KUBERNETES_SERVICE_HOST/PORT pointing at the local API server (loopback,
 # hence --network host). No kubeconfig anywhere in the container.
@@ -14,9 +14,8 @@ set -euo pipefail
 # shellcheck source=../cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../cluster/lib.sh"
 
+# podman as it works on these machines (crun refuses; no systemd).
 podman_() { podman --runtime runc --cgroup-manager=cgroupfs "$@"; }
-# The limits podman cannot raise here: it copies its own unless told.
-podman_run() { podman_ run --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "$@"; }
 
 # --- the image ----------------------------------------------------------------
 
@@ -69,9 +68,14 @@ pod_flags() {
     | ($pod.volumes // [] | map({key: .name, value: .}) | from_entries) as $vols
     | if $pod.automountServiceAccountToken == false then die("no service account token") else . end
     | if $c.command then die("command overrides the entrypoint") else . end
-    | "--user=\($csc.runAsUser // $psc.runAsUser // die("no runAsUser")):\($csc.runAsGroup // $psc.runAsGroup // 0)",
+    | ($csc.runAsUser // $psc.runAsUser) as $uid
+    | if ($csc.runAsNonRoot // $psc.runAsNonRoot) and $uid == 0 then die("runAsNonRoot with user 0") else . end
+    | ($csc.seccompProfile // $psc.seccompProfile // {type: "RuntimeDefault"}).type as $seccomp
+    | "--user=\($uid // die("no runAsUser")):\($csc.runAsGroup // $psc.runAsGroup // 0)",
       (if $csc.readOnlyRootFilesystem then "--read-only", "--read-only-tmpfs=false" else empty end),
       (if $csc.allowPrivilegeEscalation == false then "--security-opt=no-new-privileges" else empty end),
+      (if $seccomp == "Unconfined" then "--security-opt=seccomp=unconfined"
+       elif $seccomp == "RuntimeDefault" then empty else die("seccomp profile \($seccomp)") end),
       ($csc.capabilities.drop // [] | .[] | "--cap-drop=\(ascii_downcase)"),
       ($csc.capabilities.add // [] | .[] | "--cap-add=\(ascii_downcase)"),
       (if $c.resources.limits.cpu then "--cpus=\($c.resources.limits.cpu | if endswith("m") then (.[:-1] | tonumber) / 1000 else . end)" else empty end),
@@ -134,19 +138,18 @@ token_refused() { [[ $(api_status_with "$1") == 401 ]]; }
 
 # --- running the pod -----------------------------------------------------------------
 
-# pod_run DEPLOYMENT_JSON SA_DIR [podman run flags...] IMAGE [ARGS...]: podman run
-# as the Deployment's pod would run (exec'd: the caller's process becomes podman).
-pod_run() {
-  local dep=$1 sa_dir=$2 flags=() image
-  shift 2
+# pod_prepare DEPLOYMENT_JSON SA_DIR: POD_FLAGS, the `podman run` flags that
+# make a container run as the Deployment's pod would: its securityContext,
+# limits, volumes and env, the service account's files, the API server.
+pod_prepare() {
+  local dep=$1 sa_dir=$2 image out
   image=$(pod_image "$dep")
   [[ $image == "$IMAGE" ]] || fail "the Deployment runs $image, the build made $IMAGE"
-  mapfile -t flags < <(pod_flags "$dep") || fail "cannot run the Deployment's pod"
-  exec podman --runtime runc --cgroup-manager=cgroupfs run --rm --network host \
-    --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
-    --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")" \
-    --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro" \
-    "${flags[@]}" "$@"
+  out=$(pod_flags "$dep") || fail "cannot run the Deployment's pod with podman"
+  mapfile -t POD_FLAGS <<<"$out"
+  POD_FLAGS+=(--rm --network host --ulimit nofile=1024:1024 --ulimit nproc=4096:4096
+    --env KUBERNETES_SERVICE_HOST=127.0.0.1 --env "KUBERNETES_SERVICE_PORT=$(cat "$CLUSTER_DIR/api-port")"
+    --volume "$sa_dir:/var/run/secrets/kubernetes.io/serviceaccount:ro")
 }
 
 # run_pod NAME DEPLOYMENT_JSON SA_DIR [ARGS...]: the Deployment's container, in
@@ -156,9 +159,10 @@ run_pod() {
   local name=$1 dep=$2 sa_dir=$3 args=()
   shift 3
   if (($#)); then args=("$@"); else mapfile -t args < <(pod_args "$dep"); fi
+  pod_prepare "$dep" "$sa_dir"
   START_US=${EPOCHREALTIME//[!0-9]/}
-  (pod_run "$dep" "$sa_dir" --name "incluster-$name-$$" "$(pod_image "$dep")" "${args[@]}") \
-    >"$CLUSTER_DIR/logs/$name.out" 2>"$CLUSTER_DIR/logs/$name.log" </dev/null &
+  (exec podman --runtime runc --cgroup-manager=cgroupfs run "${POD_FLAGS[@]}" --name "incluster-$name-$$" \
+    "$IMAGE" "${args[@]}") >"$CLUSTER_DIR/logs/$name.out" 2>"$CLUSTER_DIR/logs/$name.log" </dev/null &
   # operator_stop NAME (lib.sh) stops it after the test: SIGTERM to podman,
   # which passes it on to the runner (--sig-proxy).
   echo $! >"$CLUSTER_DIR/pids/operator-$name"
@@ -259,7 +263,7 @@ test_manifest_copies_match_their_sources() {
 
 test_image_runs_unprivileged_with_its_tools() {
   local out labels
-  out=$(podman_run --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
+  out=$(podman_ run --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
     -c 'id -u; operator --version; kubectl version --client -o json | jq -r .clientVersion.gitVersion;
         test -x /hooks/pvc/added && test -x /hooks/evc/sync && test -f /hooks/lib/log.sh && echo hooks;
         test -s /etc/ssl/certs/ca-certificates.crt && echo certs; touch /x 2>/dev/null || echo read-only') \
@@ -386,7 +390,9 @@ EOF
   wait_for_log default "watching persistentvolumeclaims \\(namespace $ns\\)" 60 \
     || fail "the runner does not watch its service account's namespace $ns"
   wait_for_log default "\\[added $ns/probe\\]" 30 || fail "no hook ran for $ns/probe"
-  out=$(pod_run "$dep" "$sa_dir" --name "incluster-kubectl-$$" --entrypoint kubectl "$IMAGE" get pvc -o name 2>&1) \
+  pod_prepare "$dep" "$sa_dir"
+  out=$(podman_ run "${POD_FLAGS[@]}" --name "incluster-kubectl-$$" --entrypoint kubectl "$IMAGE" \
+    get pvc -o name 2>&1) \
     || fail "kubectl in the container failed: $out"
   [[ $out == persistentvolumeclaim/probe ]] || fail "kubectl in the container did not list $ns's claims: $out"
   kubectl -n "$ns" delete pvc probe --wait=false >/dev/null
