@@ -169,7 +169,7 @@ main() {
   cluster
   "demo_$MODE"
   waiting sleep 1 # the last log lines
-  step "done"
+  step "done in ${SECONDS} s"
 }
 
 main "$@"
