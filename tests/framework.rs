@@ -69,7 +69,7 @@ fn event_old_file_holds_the_object_as_last_delivered() {
     for h in ["added", "modified", "deleted"] {
         rec.hook(h, keep);
     }
-    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name]);
+    let op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name, "--field-selector", "metadata.name=o"]);
     c.apply(&ns.name, &configmap("o", "", "a: '1'"));
     c.apply(&ns.name, &configmap("o", "", "a: '2'"));
     c.ok(&["delete", "cm", "o", "-n", &ns.name]);
@@ -213,7 +213,8 @@ fn shutdown_runs_once_after_the_last_event_hook_on_sigterm() {
         "shutdown",
         &line("echo \"shutdown ${EVENT_TYPE:-none} ${KUBECONFIG:+kubeconfig}\" >> \"$RECORD_DIR/order\""),
     );
-    let mut op = Operator::watching(&rec, &["-o", "cm", "-n", &ns.name, "--grace-period", "5s"]);
+    let args = ["-o", "cm", "-n", &ns.name, "--grace-period", "5s", "--field-selector", "metadata.name=s"];
+    let mut op = Operator::watching(&rec, &args);
     c.apply(&ns.name, &configmap("s", "", ""));
     op.wait_until("the added hook running", secs(30), || rec.out.path().join("running").exists());
     let status = op.stop();
