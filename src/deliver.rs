@@ -162,7 +162,8 @@ impl Deliverer {
             return result;
         }
         let Some(object) = parse(ev, &ev.object, "") else { return Delivered::Failed };
-        let mut runs: Vec<Run> = handlers.into_iter().map(|h| Run::of(h, "its event")).collect();
+        let why = format!("a handler of {}", ev.kind.as_str());
+        let mut runs: Vec<Run> = handlers.into_iter().map(|h| Run::of(h, why.clone())).collect();
         runs.extend(self.field_runs(ev, fields, old.as_deref(), &object));
         if runs.is_empty() {
             tracing::debug!("{} {}: no field hook's field changed", ev.kind.as_str(), ev.key);
@@ -221,7 +222,8 @@ impl Deliverer {
                 tracing::debug!("{}: {} unchanged, {} not run", ev.key, path.text, handler.name);
                 continue;
             };
-            let mut run = Run::of(handler, "its field changed");
+            let why = format!("{} changed: {} -> {}", path.text, short(&change.old), short(&change.new));
+            let mut run = Run::of(handler, why);
             run.extra.push(("EVENT_FIELD".into(), path.text.into()));
             for (name, value) in [("EVENT_FIELD_OLD", change.old), ("EVENT_FIELD_NEW", change.new)] {
                 if value.len() > MAX_FIELD_VALUE {
@@ -275,7 +277,7 @@ impl Deliverer {
         let mut result = Delivered::Done;
         let total = runs.len();
         for (i, run) in runs.into_iter().enumerate() {
-            tracing::debug!("{} {}: {} runs because {}", ev.kind.as_str(), ev.key, run.handler.name, run.why);
+            tracing::debug!("{} {}: {} runs ({})", ev.kind.as_str(), ev.key, run.handler.name, run.why);
             let mut extra = files.to_vec();
             extra.extend(run.extra);
             let cmd = self.env.command(run.handler.path, vars.clone(), extra);
@@ -377,7 +379,7 @@ impl Deliverer {
                 return if stop { Ran::Stopped } else { Ran::Failed };
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
-            tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
+            tracing::error!("{what}; retry {} of {} in {}", attempt + 1, self.retry.retries, millis(delay));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => return Ran::Interrupted,
@@ -455,12 +457,12 @@ enum Ran {
 /// One handler to run for an event, why, and the variables only it gets.
 struct Run {
     handler: Handler,
-    why: &'static str,
+    why: String,
     extra: Vec<(OsString, OsString)>,
 }
 
 impl Run {
-    fn of(handler: Handler, why: &'static str) -> Run {
+    fn of(handler: Handler, why: String) -> Run {
         Run { handler, why, extra: Vec::new() }
     }
 }
@@ -475,6 +477,14 @@ fn parse(ev: &ObjectEvent, text: &str, which: &str) -> Option<Value> {
             tracing::error!("the {which}object of {} {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
             None
         }
+    }
+}
+
+/// A value for a DEBUG line: at most 60 characters.
+fn short(value: &str) -> String {
+    match value.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_string(),
     }
 }
 
