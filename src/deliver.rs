@@ -419,17 +419,19 @@ impl Deliverer {
                 Outcome::NotStarted(_) | Outcome::Failed(PERMANENT_FAILURE) => {
                     format!("{} {}; not retried", program.display(), outcome.describe())
                 }
-                _ if !retry || attempt >= self.retry.retries => {
+                _ if !retry => format!("{} {}", program.display(), outcome.describe()),
+                _ if attempt >= self.retry.retries => {
                     format!("{} {}; no retries left", program.display(), outcome.describe())
                 }
                 _ => {
                     let delay = backoff(&self.retry, attempt, rand::random::<f64>());
                     tracing::error!(
-                        "hook {} {}; retry {} of {} in {delay:?}",
+                        "hook {} {}; retry {} of {} in {}",
                         program.display(),
                         outcome.describe(),
                         attempt + 1,
-                        self.retry.retries
+                        self.retry.retries,
+                        millis(delay)
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

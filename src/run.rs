@@ -232,12 +232,12 @@ fn arg_max() -> usize {
 }
 
 /// A private directory (0700) for event files, removed on exit.
-struct EventDir(PathBuf);
+pub struct EventDir(pub PathBuf);
 
 impl EventDir {
     /// In memory when possible (tmpfs: $XDG_RUNTIME_DIR, then /dev/shm): every event
     /// writes and removes a file there.
-    fn create() -> Result<EventDir, RunError> {
+    pub fn create() -> Result<EventDir, RunError> {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
         let bases = runtime.into_iter().chain([PathBuf::from("/dev/shm")]).filter(|p| p.is_dir());
         for base in bases {
