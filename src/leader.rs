@@ -119,7 +119,7 @@ impl Election {
         metrics::leader(false);
         tracing::info!("leader election on the Lease {} as {} (priority {})", self.lease, self.identity, self.priority);
         loop {
-            if !self.stand_by(&stop).await? {
+            if stop.is_cancelled() || !self.stand_by(&stop).await? {
                 return Ok(());
             }
             let work = CancellationToken::new();
@@ -192,15 +192,17 @@ impl Election {
             return self.create().await;
         };
         let v = self.view(&lease);
-        if let Some(holder) = v.holder.clone().filter(|h| *h != self.identity) {
-            if self.priority > v.holder_priority && self.may_claim(&v) {
-                self.claim(lease, &holder, v.holder_priority).await?;
+        match decide(&v, &self.identity, self.priority) {
+            Decision::Take => {}
+            Decision::Wait { leader, claim } => {
+                if claim {
+                    self.claim(lease, &leader.0, leader.1).await?;
+                }
+                // Look again when the holder's lease would expire, if sooner than a retry.
+                let expiry = if v.holder.is_some() { v.until_expiry } else { self.timing.retry_period };
+                let wait = expiry.clamp(Duration::from_millis(50), self.timing.retry_period);
+                return Ok(Attempt::Standby { leader: Some(leader), wait });
             }
-            let wait = v.until_expiry.min(self.timing.retry_period);
-            return Ok(Attempt::Standby { leader: Some((holder, v.holder_priority)), wait });
-        }
-        if let Some(c) = v.claim.filter(|c| c.identity != self.identity && c.priority > self.priority) {
-            return Ok(Attempt::Standby { leader: Some((c.identity, c.priority)), wait: self.timing.retry_period });
         }
         match self.api.replace(&self.name, &PostParams::default(), &self.held(lease)).await {
             Ok(_) => Ok(Attempt::Acquired),
@@ -238,10 +240,6 @@ impl Election {
                 .ok()
                 .filter(|c| fresh(c, claim_seen, self.timing.lease_duration)),
         }
-    }
-
-    fn may_claim(&self, v: &View) -> bool {
-        v.claim.as_ref().is_none_or(|c| c.identity == self.identity || c.priority < self.priority)
     }
 
     /// Asks the holder to hand over; a conflict only means the Lease changed meanwhile.
@@ -361,7 +359,7 @@ impl Election {
             if v.holder.as_deref() != Some(self.identity.as_str()) {
                 return Ok(Renewal::Taken(v.holder.unwrap_or_else(|| "nobody".into())));
             }
-            let yield_to = v.claim.filter(|c| c.identity != self.identity && c.priority > self.priority);
+            let yield_to = v.claim.filter(|c| outranks(c, &self.identity, self.priority));
             match self.api.replace(&self.name, &PostParams::default(), &self.held(lease)).await {
                 Ok(_) => return Ok(Renewal::Renewed { yield_to }),
                 Err(e) if conflict(&e) => continue,
@@ -423,6 +421,32 @@ impl Election {
         };
         let _ = tokio::time::timeout(self.timing.retry_period, attempt).await;
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// The Lease is free (or ours) and nobody of higher priority claims it.
+    Take,
+    /// `leader` (identity, priority) holds it or is taking it over; with `claim`, ask it to hand over.
+    Wait { leader: (String, i32), claim: bool },
+}
+
+/// The election and priority rules, on one look at the Lease.
+fn decide(v: &View, me: &str, priority: i32) -> Decision {
+    if let Some(holder) = v.holder.as_ref().filter(|h| *h != me) {
+        let claim_taken = v.claim.as_ref().is_some_and(|c| c.identity != me && c.priority >= priority);
+        let claim = priority > v.holder_priority && !claim_taken;
+        return Decision::Wait { leader: (holder.clone(), v.holder_priority), claim };
+    }
+    match v.claim.as_ref().filter(|c| outranks(c, me, priority)) {
+        Some(c) => Decision::Wait { leader: (c.identity.clone(), c.priority), claim: false },
+        None => Decision::Take,
+    }
+}
+
+/// A claim by another instance of higher priority.
+fn outranks(c: &Claim, me: &str, priority: i32) -> bool {
+    c.identity != me && c.priority > priority
 }
 
 /// Ends every running hook at once and gives the runner a moment to wind down: another
@@ -545,6 +569,51 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(observed(&mut slot, "a".into()), first);
         assert!(observed(&mut slot, "b".into()) > first);
+    }
+
+    fn held_by(holder: &str, priority: i32) -> View {
+        View { holder: Some(holder.into()), holder_priority: priority, ..View::default() }
+    }
+
+    fn wait(leader: &str, priority: i32, claim: bool) -> Decision {
+        Decision::Wait { leader: (leader.into(), priority), claim }
+    }
+
+    #[test]
+    fn equal_priorities_wait_for_the_holder_without_a_claim() {
+        assert_eq!(decide(&held_by("a", 0), "b", 0), wait("a", 0, false));
+    }
+
+    #[test]
+    fn a_higher_priority_claims_and_a_lower_one_does_not() {
+        assert_eq!(decide(&held_by("a", 0), "dev", 100), wait("a", 0, true));
+        assert_eq!(decide(&held_by("dev", 100), "a", 0), wait("dev", 100, false));
+    }
+
+    #[test]
+    fn a_free_lease_is_taken_unless_a_higher_priority_claims_it() {
+        assert_eq!(decide(&View::default(), "a", 0), Decision::Take);
+        let claimed = View { claim: Some(claim("dev", 100, Timestamp::now())), ..View::default() };
+        assert_eq!(decide(&claimed, "a", 0), wait("dev", 100, false));
+        assert_eq!(decide(&claimed, "dev", 100), Decision::Take, "its own claim");
+        assert_eq!(decide(&claimed, "other", 100), Decision::Take, "an equal priority is an ordinary election");
+        assert_eq!(decide(&claimed, "top", 200), Decision::Take);
+    }
+
+    #[test]
+    fn a_claim_is_not_overwritten_by_an_equal_or_lower_priority() {
+        let v = View { claim: Some(claim("dev", 100, Timestamp::now())), ..held_by("a", 0) };
+        assert_eq!(decide(&v, "dev2", 100), wait("a", 0, false));
+        assert_eq!(decide(&v, "dev2", 50), wait("a", 0, false));
+        assert_eq!(decide(&v, "dev", 100), wait("a", 0, true), "its own claim is refreshed");
+        assert_eq!(decide(&v, "top", 200), wait("a", 0, true));
+    }
+
+    #[test]
+    fn the_holder_yields_only_to_a_higher_priority() {
+        assert!(outranks(&claim("dev", 100, Timestamp::now()), "a", 0));
+        assert!(!outranks(&claim("dev", 0, Timestamp::now()), "a", 0));
+        assert!(!outranks(&claim("a", 100, Timestamp::now()), "a", 0));
     }
 
     #[test]
