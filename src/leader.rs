@@ -315,36 +315,44 @@ impl Election {
                 }
                 _ = tokio::time::sleep_until(next.into()) => {
                     let started = Instant::now();
-                    let left = (last_renew + self.timing.renew_deadline).saturating_duration_since(started);
-                    match tokio::time::timeout(left, self.renew()).await {
-                        Ok(Ok(Renewal::Renewed { yield_to })) => {
-                            last_renew = started;
-                            metrics::lease_ok();
-                            if let (Some(c), None) = (yield_to, end) {
-                                tracing::info!("{} (priority {}) asks for the Lease {}: handing over once running hooks finished", c.identity, c.priority, self.lease);
-                                end = Some(End::Yielded);
-                                work.cancel();
-                            }
+                    match self.renew_round(&mut last_renew).await {
+                        Ok(Some(c)) if end.is_none() => {
+                            tracing::info!("{} (priority {}) asks for the Lease {}: handing over once running hooks finished", c.identity, c.priority, self.lease);
+                            end = Some(End::Yielded);
+                            work.cancel();
                         }
-                        Ok(Ok(Renewal::Taken(holder))) => {
-                            let lease = self.lease.clone();
-                            return Err(abort(work, run, LeaderError::Taken { lease, holder }).await.into());
-                        }
-                        Ok(Ok(Renewal::Conflicted)) => {}
-                        Ok(Err(e)) => {
-                            metrics::lease_failed();
-                            tracing::warn!("cannot renew the Lease {}: {}", self.lease, api_message(&e));
-                        }
-                        Err(_) => metrics::lease_failed(),
-                    }
-                    if last_renew.elapsed() >= self.timing.renew_deadline {
-                        let (lease, deadline) = (self.lease.clone(), self.timing.renew_deadline);
-                        return Err(abort(work, run, LeaderError::RenewDeadline { lease, deadline }).await.into());
+                        Ok(_) => {}
+                        Err(lost) => return Err(abort(work, run, lost).await.into()),
                     }
                     next = (started + self.timing.retry_period).min(last_renew + self.timing.renew_deadline);
                 }
             }
         }
+    }
+
+    /// One renewal, bounded by the renew deadline: the claim to yield to, if any, or
+    /// the reason the Lease is lost.
+    async fn renew_round(&mut self, last_renew: &mut Instant) -> Result<Option<Claim>, LeaderError> {
+        let started = Instant::now();
+        let left = (*last_renew + self.timing.renew_deadline).saturating_duration_since(started);
+        match tokio::time::timeout(left, self.renew()).await {
+            Ok(Ok(Renewal::Renewed { yield_to })) => {
+                *last_renew = started;
+                metrics::lease_ok();
+                return Ok(yield_to);
+            }
+            Ok(Ok(Renewal::Taken(holder))) => return Err(LeaderError::Taken { lease: self.lease.clone(), holder }),
+            Ok(Ok(Renewal::Conflicted)) => {}
+            Ok(Err(e)) => {
+                metrics::lease_failed();
+                tracing::warn!("cannot renew the Lease {}: {}", self.lease, api_message(&e));
+            }
+            Err(_) => metrics::lease_failed(),
+        }
+        if last_renew.elapsed() >= self.timing.renew_deadline {
+            return Err(LeaderError::RenewDeadline { lease: self.lease.clone(), deadline: self.timing.renew_deadline });
+        }
+        Ok(None)
     }
 
     async fn renew(&mut self) -> Result<Renewal, kube::Error> {
