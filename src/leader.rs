@@ -147,7 +147,7 @@ impl Election {
                     wait
                 }
                 Ok(Err(e)) if refused(&e) => return Err(self.refused(e)),
-                Ok(Err(e)) => self.failed(&mut failing, &e.to_string()),
+                Ok(Err(e)) => self.failed(&mut failing, &api_message(&e)),
                 Err(_) => self.failed(&mut failing, "no answer within the retry period"),
             };
             tokio::select! {
@@ -383,34 +383,35 @@ impl Election {
             for _ in 0..3 {
                 let mut lease = match self.api.get_opt(&self.name).await {
                     Ok(Some(l)) => l,
-                    Ok(None) => return Ok(()),
+                    Ok(None) => return Ok(false),
                     Err(e) => return Err(e),
                 };
                 let spec = lease.spec.get_or_insert_with(Default::default);
                 if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 spec.holder_identity = None;
                 spec.lease_duration_seconds = Some(1);
                 spec.renew_time = Some(MicroTime(Timestamp::now()));
                 lease.metadata.annotations.get_or_insert_with(Default::default).remove(PRIORITY_ANNOTATION);
                 match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Ok(true),
                     Err(e) if conflict(&e) => continue,
                     Err(e) => return Err(e),
                 }
             }
-            Ok(())
+            Ok(false)
         };
         match tokio::time::timeout(self.timing.renew_deadline, attempt).await {
-            Ok(Ok(())) => tracing::info!("released the Lease {}", self.lease),
+            Ok(Ok(true)) => tracing::info!("released the Lease {}", self.lease),
+            Ok(Ok(false)) => tracing::debug!("the Lease {} was no longer held by this instance", self.lease),
             Ok(Err(e)) => tracing::warn!("cannot release the Lease {}: {}", self.lease, api_message(&e)),
             Err(_) => tracing::warn!("cannot release the Lease {}: no answer", self.lease),
         }
     }
 
     /// A candidate that stops before it acquired takes back its claim, so that the
-    /// holder does not hand over to nobody.
+    /// holder does not yield to nobody and lower priorities need not wait for it to age.
     async fn withdraw_claim(&mut self) {
         if !self.claimed {
             return;
