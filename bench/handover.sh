@@ -72,7 +72,11 @@ start() {
   PID[$1]=$!
 }
 
-count() { grep -c -- "$2" "$1" 2>/dev/null || true; }
+count() {
+  local n
+  n=$(grep -c -- "$2" "$1" 2>/dev/null) || true
+  echo "${n:-0}"
+}
 
 # restart NAME: starts NAME again and waits until it stands by.
 restart() {
