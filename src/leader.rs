@@ -116,7 +116,7 @@ impl Election {
         Fut: Future<Output = Result<(), E>>,
         E: From<LeaderError>,
     {
-        metrics::leader(false);
+        metrics::standing_by();
         tracing::info!("leader election on the Lease {} as {} (priority {})", self.lease, self.identity, self.priority);
         loop {
             if stop.is_cancelled() || !self.stand_by(&stop).await? {
@@ -304,7 +304,7 @@ impl Election {
             tokio::select! {
                 result = &mut run => {
                     self.release().await;
-                    metrics::leader(false);
+                    metrics::standing_by();
                     result?;
                     return Ok(end.unwrap_or(End::Stopped));
                 }
@@ -463,7 +463,7 @@ fn outranks(c: &Claim, me: &str, priority: i32) -> bool {
 async fn abort<E>(work: &CancellationToken, run: impl Future<Output = Result<(), E>>, err: LeaderError) -> LeaderError {
     crate::hooks::spawn::abort_all();
     work.cancel();
-    metrics::leader(false);
+    metrics::standing_by();
     let _ = tokio::time::timeout(Duration::from_secs(1), run).await;
     err
 }
