@@ -157,4 +157,12 @@ test_builtins() {
   ! grep -q "spared" "$(operator_log builtins)" || fail "hooks ran for a pod without the label"
 }
 
+# The example is itself a test script: it must pass on this cluster.
+test_testing() {
+  local out
+  out=$(E2E_RESULTS='' TEST_FILTER='' "$EXAMPLES/testing/test.sh" 2>&1) || fail "examples/testing/test.sh failed: $out"
+  grep -q '^ok test_the_hook_alone' <<<"$out" || fail "no ok for the hook alone: $out"
+  grep -q '^ok test_resource_lifecycle' <<<"$out" || fail "no ok for the lifecycle: $out"
+}
+
 run_tests
