@@ -128,6 +128,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "SEL")]
     pub field_selector: Option<String>,
 
+    /// Only objects whose annotations match, in label-selector syntax, e.g. 'example.com/managed=true'
+    #[arg(long, value_name = "SEL")]
+    pub annotation_selector: Option<String>,
+
+    /// Only objects for which this jq expression gives true, e.g. '.spec.replicas > 1'
+    #[arg(long = "filter", value_name = "EXPR")]
+    pub filter_expr: Option<String>,
+
+    /// No MODIFIED when only .status, resourceVersion, managedFields or generation changed
+    #[arg(long)]
+    pub ignore_status_changes: bool,
+
     /// Only changes: no ADDED for the objects that exist when the runner starts
     #[arg(short = 'c', long)]
     pub changes_only: bool,

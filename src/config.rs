@@ -1,8 +1,11 @@
 //! The validated configuration: every flag checked and converted once, before anything runs.
 
 use crate::cli::RunArgs;
+use crate::filter::{FilterError, ObjectFilter};
 use crate::flatten;
+use crate::selector::SelectorError;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,9 @@ pub struct Config {
     pub context: Option<String>,
     pub label_selector: Option<String>,
     pub field_selector: Option<String>,
+    /// --annotation-selector and --filter, parsed and compiled.
+    pub object_filter: Arc<ObjectFilter>,
+    pub ignore_status_changes: bool,
     pub changes_only: bool,
     pub hook_env: Vec<(String, String)>,
     pub log: LogConfig,
@@ -121,6 +127,8 @@ impl Config {
             context: args.context,
             label_selector: non_empty("--label-selector", args.label_selector)?,
             field_selector: non_empty("--field-selector", args.field_selector)?,
+            object_filter: Arc::new(object_filter(args.annotation_selector, args.filter_expr)?),
+            ignore_status_changes: args.ignore_status_changes,
             changes_only: args.changes_only,
             hook_env: hook_env(&args.hook_env)?,
             log,
@@ -135,6 +143,21 @@ impl Config {
             finalizer: args.finalizer.map(finalizer).transpose()?,
         })
     }
+}
+
+/// Parsed and compiled once: a bad one is a usage error at start, naming its position.
+fn object_filter(annotations: Option<String>, jq: Option<String>) -> Result<ObjectFilter, ConfigError> {
+    let annotations = match annotations {
+        Some(text) => {
+            Some(text.parse().map_err(|e: SelectorError| invalid("--annotation-selector", &text, e.to_string()))?)
+        }
+        None => None,
+    };
+    let jq = match jq {
+        Some(text) => Some(text.parse().map_err(|e: FilterError| invalid("--filter", &text, e.to_string()))?),
+        None => None,
+    };
+    Ok(ObjectFilter { annotations, jq })
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {

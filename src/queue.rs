@@ -105,7 +105,11 @@ where
         }
         tokio::select! {
             job = rx.recv(), if open && queue.len() < MAX_WAITING && !stop.is_cancelled() => match job {
-                Some(job) => queue.push(job),
+                Some(job) => {
+                    let key = job.key().clone();
+                    queue.push(job);
+                    tracing::debug!("queue: {key} in; {} waiting, {} running", queue.len(), running.len());
+                }
                 None => open = false,
             },
             Some(finished) = running.join_next(), if !running.is_empty() => match finished {

@@ -40,6 +40,8 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Startup(#[from] crate::deliver::DeliverError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -56,6 +58,8 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         resync: cfg.resync,
         log_events: cfg.log.events,
         finalizer: cfg.finalizer.clone(),
+        filter: cfg.object_filter.clone(),
+        ignore_status_changes: cfg.ignore_status_changes,
     };
     watch.check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
@@ -88,9 +92,11 @@ async fn serve(
         name,
     });
     let deliverer = Arc::new(deliverer);
+    deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
     let (tx, rx) = mpsc::channel(1024);
+    let d = deliverer.clone();
     let handle = move |ev: ObjectEvent| {
-        let d = deliverer.clone();
+        let d = d.clone();
         async move {
             d.handle(&ev).await;
         }
@@ -100,8 +106,16 @@ async fn serve(
         let _ = tx.send(ev).await;
     }
     let watched = watch.run(Tracker::new(cfg.changes_only), tx, journal, stop.clone()).await;
+    let signalled = stop.is_cancelled();
     stop.cancel();
     let _ = dispatcher.await;
+    if signalled {
+        // After the last event hook; its own grace period, then SIGTERM and SIGKILL 1 s later.
+        let limits = Limits { timeout: cfg.grace_period, grace: Duration::from_secs(1) };
+        if let Err(e) = deliverer.run_lifecycle("shutdown", limits, false, &CancellationToken::new()).await {
+            tracing::error!("{e}");
+        }
+    }
     watched.map_err(RunError::from)
 }
 
@@ -225,9 +239,22 @@ fn arg_max() -> usize {
 struct EventDir(PathBuf);
 
 impl EventDir {
+    /// In memory when possible (tmpfs: $XDG_RUNTIME_DIR, then /dev/shm): every event
+    /// writes and removes a file there.
     fn create() -> Result<EventDir, RunError> {
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
+        let bases = runtime.into_iter().chain([PathBuf::from("/dev/shm")]).filter(|p| p.is_dir());
+        for base in bases {
+            match Self::create_in(&base) {
+                Ok(dir) => return Ok(dir),
+                Err(e) => tracing::debug!("cannot use {} for event files: {e}", base.display()),
+            }
+        }
+        Self::create_in(&std::env::temp_dir())
+    }
+
+    fn create_in(base: &std::path::Path) -> Result<EventDir, RunError> {
         use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
         for n in 0..100u32 {
             let dir = base.join(format!("operator-{}-{n}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::filter::ObjectFilter;
 use crate::journal::Journal;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +32,17 @@ pub struct Seen {
     pub version: Box<str>,
     pub object: Arc<str>,
     pub finalizer: FinalizerAction,
+    /// Whether it carries our finalizer.
+    pub held: bool,
+    /// fields::digest of the object, with --ignore-status-changes.
+    pub digest: Option<u64>,
 }
 
 struct Known {
     uid: Box<str>,
     version: Box<str>,
     object: Arc<str>,
+    digest: Option<u64>,
     /// The deleted hook was already given this object (finalizer mode).
     finalized: bool,
 }
@@ -84,7 +90,20 @@ impl Tracker {
                 }
                 EventType::Added
             }
-            Some(k) if k.version == seen.version => return out,
+            Some(k) if k.version == seen.version => {
+                tracing::debug!("{}: resourceVersion {} seen before; no event", seen.key, seen.version);
+                return out;
+            }
+            Some(k) if seen.digest.is_some() && k.digest == seen.digest && seen.finalizer == FinalizerAction::None => {
+                tracing::debug!(
+                    "{}: resourceVersion {} changes only status or bookkeeping; skipped (--ignore-status-changes)",
+                    seen.key,
+                    seen.version
+                );
+                let known = self.known.get_mut(&seen.key).expect("known");
+                (known.version, known.object) = (seen.version, seen.object);
+                return out;
+            }
             Some(k) => {
                 finalized = k.finalized;
                 EventType::Modified
@@ -101,8 +120,13 @@ impl Tracker {
             let ev = event(kind, &seen.key, &seen.object);
             out.push(ObjectEvent { finalizer: seen.finalizer, hook: !silent, ..ev });
         }
-        let known =
-            Known { uid: seen.uid, version: seen.version, object: seen.object, finalized: finalizing || finalized };
+        let known = Known {
+            uid: seen.uid,
+            version: seen.version,
+            object: seen.object,
+            digest: seen.digest,
+            finalized: finalizing || finalized,
+        };
         self.known.insert(seen.key, known);
         out
     }
@@ -126,6 +150,18 @@ impl Tracker {
     pub fn delete(&mut self, seen: Seen) -> Vec<ObjectEvent> {
         match self.known.remove(&seen.key) {
             Some(k) if !k.finalized => vec![event(EventType::Deleted, &seen.key, &seen.object)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The object no longer passes the filters: to hooks it is gone, as for an object
+    /// leaving a --label-selector. Our finalizer goes once the deleted hook succeeded.
+    pub fn leave(&mut self, seen: Seen) -> Vec<ObjectEvent> {
+        match self.known.remove(&seen.key) {
+            Some(k) if !k.finalized => {
+                let finalizer = if seen.held { FinalizerAction::Remove } else { FinalizerAction::None };
+                vec![ObjectEvent { finalizer, ..event(EventType::Deleted, &seen.key, &seen.object) }]
+            }
             _ => Vec::new(),
         }
     }
@@ -155,9 +191,12 @@ pub fn finalizer_action(obj: &DynamicObject, name: Option<&str>) -> FinalizerAct
     }
 }
 
-/// Lists return items without apiVersion and kind; hooks expect them.
-pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&str>) -> Seen {
+/// Lists return items without apiVersion and kind; hooks expect them. The object is
+/// serialized once, to the compact text every later step shares.
+pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&str>, digest: bool) -> Seen {
     let action = finalizer_action(&obj, finalizer);
+    let held =
+        finalizer.is_some_and(|name| obj.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == name)));
     // As kubectl shows objects: managedFields is bookkeeping of the API server, large,
     // and of no use to a hook.
     obj.metadata.managed_fields = None;
@@ -169,13 +208,20 @@ pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&s
         Some(ns) => format!("{ns}/{name}").into(),
         None => name.into(),
     };
-    let object: Arc<str> = serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()).into();
+    let (object, digest) = if digest {
+        let value = serde_json::to_value(&obj).unwrap_or_default();
+        (value.to_string(), Some(crate::fields::digest(&value)))
+    } else {
+        (serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()), None)
+    };
     Seen {
         key,
         uid: obj.metadata.uid.unwrap_or_default().into(),
         version: obj.metadata.resource_version.unwrap_or_default().into(),
-        object,
+        object: object.into(),
         finalizer: action,
+        held,
+        digest,
     }
 }
 
@@ -187,6 +233,9 @@ pub struct Watch {
     pub resync: Option<Duration>,
     pub log_events: bool,
     pub finalizer: Option<String>,
+    /// --annotation-selector and --filter.
+    pub filter: Arc<ObjectFilter>,
+    pub ignore_status_changes: bool,
 }
 
 impl Watch {
@@ -241,6 +290,7 @@ impl Watch {
                 if let (Some(j), false, true) = (&journal, ev.kind == EventType::Sync, ev.hook) {
                     j.add(&mut ev)?;
                 }
+                tracing::debug!("{} {}: queued", ev.kind.as_str(), ev.key);
                 tx.send(ev).await.map_err(|_| WatchError::QueueClosed)?;
             }
         }
@@ -255,11 +305,19 @@ impl Watch {
             }
             watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
                 self.log_raw("APPLY", &obj);
-                tracker.apply(seen(obj, &self.resource, self.finalizer.as_deref()))
+                let annotations = self.filter.check_annotations(obj.metadata.annotations.as_ref());
+                let seen = seen(obj, &self.resource, self.finalizer.as_deref(), self.ignore_status_changes);
+                match annotations.and_then(|()| self.filter.check_json(&seen.object)) {
+                    Ok(()) => tracker.apply(seen),
+                    Err(why) => {
+                        tracing::debug!("{}: not for hooks because {why}", seen.key);
+                        tracker.leave(seen)
+                    }
+                }
             }
             watcher::Event::Delete(obj) => {
                 self.log_raw("DELETE", &obj);
-                tracker.delete(seen(obj, &self.resource, self.finalizer.as_deref()))
+                tracker.delete(seen(obj, &self.resource, self.finalizer.as_deref(), false))
             }
             watcher::Event::InitDone => {
                 let out = tracker.init_done();
@@ -270,6 +328,13 @@ impl Watch {
     }
 
     fn log_raw(&self, what: &str, obj: &DynamicObject) {
+        tracing::debug!(
+            "received {what} {}{}{} resourceVersion {}",
+            obj.metadata.namespace.as_deref().unwrap_or(""),
+            if obj.metadata.namespace.is_some() { "/" } else { "" },
+            obj.metadata.name.as_deref().unwrap_or(""),
+            obj.metadata.resource_version.as_deref().unwrap_or("")
+        );
         if self.log_events {
             let json = serde_json::to_string(obj).unwrap_or_default();
             tracing::info!("event {what} {}: {json}", obj.metadata.name.as_deref().unwrap_or(""));
@@ -303,6 +368,8 @@ mod tests {
             version: version.into(),
             object: format!("{{\"name\":\"{name}\",\"v\":\"{version}\"}}").into(),
             finalizer: FinalizerAction::None,
+            held: false,
+            digest: None,
         }
     }
 
@@ -404,6 +471,36 @@ mod tests {
         t.apply(obj("a", "1", "10"));
         assert_eq!(kinds(&t.delete(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
         assert!(t.delete(obj("a", "1", "11")).is_empty());
+    }
+
+    fn digested(name: &str, version: &str, digest: u64) -> Seen {
+        Seen { digest: Some(digest), ..obj(name, "1", version) }
+    }
+
+    #[test]
+    fn ignore_status_changes_skips_a_version_with_the_same_digest_and_keeps_its_state() {
+        let mut t = Tracker::new(false);
+        t.apply(digested("a", "10", 7));
+        assert!(t.apply(digested("a", "11", 7)).is_empty());
+        assert_eq!(kinds(&t.apply(digested("a", "12", 8))), vec![(EventType::Modified, "ns/a")]);
+        assert!(t.sync()[0].object.contains("\"12\""), "sync carries the newest state");
+    }
+
+    #[test]
+    fn an_object_leaving_the_filter_is_deleted_once_and_added_when_it_returns() {
+        let mut t = Tracker::new(false);
+        t.apply(obj("a", "1", "10"));
+        assert_eq!(kinds(&t.leave(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
+        assert!(t.leave(obj("a", "1", "12")).is_empty());
+        assert_eq!(kinds(&t.apply(obj("a", "1", "13"))), vec![(EventType::Added, "ns/a")]);
+    }
+
+    #[test]
+    fn leaving_the_filter_with_our_finalizer_removes_it_after_the_deleted_hook() {
+        let mut t = Tracker::new(false);
+        t.apply(obj("a", "1", "10"));
+        let out = t.leave(Seen { held: true, ..obj("a", "1", "11") });
+        assert_eq!(out[0].finalizer, FinalizerAction::Remove);
     }
 
     #[test]
