@@ -157,6 +157,37 @@ test_builtins() {
   ! grep -q "spared" "$(operator_log builtins)" || fail "hooks ran for a pod without the label"
 }
 
+# line_of NAME REGEX: the number of the first log line matching REGEX (empty if none).
+line_of() { grep -nE -- "$2" "$(operator_log "$1")" | head -1 | cut -d: -f1; }
+
+test_handlers() {
+  local ns k a1 a2 f1 d1 d2
+  ns=$(new_namespace ex-handlers)
+  example handlers "$ns"
+  k="$ns/kopf-example-1"
+  kopfexample "$ns"
+  wait_for_log handlers "\[field/spec.field $k\] FIELD CHANGED: spec.field: null -> \"value\"" "$REACT" || fail "no field hook on ADDED"
+  a1=$(line_of handlers "\[added.d/10-first $k\] CREATED 1st")
+  a2=$(line_of handlers "\[added.d/20-second $k\] CREATED 2nd")
+  f1=$(line_of handlers "FIELD CHANGED: spec.field: null")
+  if [[ -z $a1 || -z $a2 ]] || ((a1 > a2 || a2 > f1)); then
+    fail "ADDED handlers not in order 10-first, 20-second, field/"
+  fi
+  kubectl -n "$ns" patch kopfexample kopf-example-1 --type=merge -p '{"spec":{"field":"other"}}' >/dev/null
+  wait_for_log handlers "\[field/spec.field $k\] FIELD CHANGED: spec.field: \"value\" -> \"other\"" "$REACT" ||
+    fail "no field hook for the change"
+  wait_for_log handlers "\[modified $k\] UPDATED: spec.field$" "$REACT" || fail "modified did not name the changed field"
+  kubectl -n "$ns" annotate kopfexample kopf-example-1 example.com/note=hi >/dev/null
+  wait_for_log handlers "\[modified $k\] UPDATED: metadata.annotations.example.com/note$" "$REACT" ||
+    fail "modified did not name the annotation"
+  (($(grep -c "FIELD CHANGED" "$(operator_log handlers)") == 2)) || fail "the field hook ran for another field's change"
+  kubectl -n "$ns" delete kopfexample kopf-example-1 >/dev/null
+  wait_for_log handlers "\[deleted.d/20-second $k\] DELETED 2nd" "$REACT" || fail "no second DELETED handler"
+  d1=$(line_of handlers "\[deleted.d/10-first $k\] DELETED 1st")
+  d2=$(line_of handlers "DELETED 2nd")
+  if [[ -z $d1 ]] || ((d1 > d2)); then fail "DELETED handlers not in order"; fi
+}
+
 # The example is itself a test script: it must pass on this cluster.
 test_testing() {
   local out
