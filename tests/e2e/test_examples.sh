@@ -188,6 +188,40 @@ test_handlers() {
   if [[ -z $d1 ]] || ((d1 > d2)); then fail "DELETED handlers not in order"; fi
 }
 
+FILTERS=(--label-selector somelabel --annotation-selector someannotation --filter '.spec.field == "value"')
+
+# said NAME HOOK NS/OBJECT LINE: in NAME's log, HOOK printed LINE for the object.
+said() { grep -q -- "\[$2 $3\] $4" "$(operator_log "$1")"; }
+
+test_filters() {
+  local ns log
+  ns=$(new_namespace ex-filters)
+  example filters "$ns" "${FILTERS[@]}"
+  kopfexample "$ns" '.metadata.name = "all-match"'
+  kopfexample "$ns" '.metadata.name = "no-annotation" | del(.metadata.annotations)'
+  kopfexample "$ns" '.metadata.name = "other-field" | .spec.field = "other"'
+  kopfexample "$ns" '.metadata.name = "other-values" | .metadata.labels.somelabel = "othervalue"
+    | .metadata.annotations.someannotation = "othervalue"'
+  wait_until "$REACT" said filters added "$ns/other-values" "Annotation not satisfied." || fail "other-values got no hook"
+  wait_until "$REACT" said filters added "$ns/all-match" "Annotation exists." || fail "all-match got no hook"
+  for line in "Label satisfied." "Label exists." "Annotation satisfied."; do
+    said filters added "$ns/all-match" "$line" || fail "all-match: no '$line'"
+  done
+  for line in "Label satisfied." "Annotation satisfied."; do
+    ! said filters added "$ns/other-values" "$line" || fail "other-values: '$line'"
+  done
+  # Moving in: the object now passes --filter, and gets ADDED.
+  kubectl -n "$ns" patch kopfexample other-field --type=merge -p '{"spec":{"field":"value"}}' >/dev/null
+  wait_until "$REACT" said filters added "$ns/other-field" "Label satisfied." || fail "other-field got no ADDED on matching"
+  # Moving out: without its annotation, all-match is gone to the hooks.
+  kubectl -n "$ns" annotate kopfexample all-match someannotation- >/dev/null
+  wait_until "$REACT" said filters deleted "$ns/all-match" "filters: .* no longer passes the filters" ||
+    fail "all-match got no DELETED on leaving"
+  log=$(operator_log filters)
+  ! grep -q "no-annotation" "$log" || fail "an object without the annotation got hooks"
+  (($(grep -c "\[added $ns/all-match\] Label exists." "$log") == 1)) || fail "all-match got more than one ADDED"
+}
+
 # The example is itself a test script: it must pass on this cluster.
 test_testing() {
   local out
