@@ -222,6 +222,46 @@ test_filters() {
   (($(grep -c "\[added $ns/all-match\] Label exists." "$log") == 1)) || fail "all-match got more than one ADDED"
 }
 
+cm_state() { kubectl -n "$1" get configmap examples-startup -o jsonpath='{.data.state}' 2>/dev/null; }
+cm_state_is() { [[ $(cm_state "$1") == "$2" ]]; }
+
+test_startup_and_shutdown() {
+  local ns rc=0 log
+  ns=$(new_namespace ex-startup)
+  operator_start startup -o kopfexamples -n "$ns" -h "$EXAMPLES/startup" -E "STARTUP_NAMESPACE=$ns" \
+    --backoff-min 200ms --backoff-max 1s --retries 30
+  wait_for_log startup "hook .*startup exited with status 1; retry 2 of 30" "$REACT" || fail "startup was not retried"
+  log=$(operator_log startup)
+  ! grep -q 'watching for changes' "$log" || fail "the watch started before startup succeeded"
+  kubectl -n "$ns" create configmap startup-config >/dev/null
+  wait_for_log startup 'watching for changes' "$REACT" || fail "the watch did not start after startup succeeded"
+  grep -Eq "startup: ready; configmap $ns/examples-startup says running" "$log" || fail "no startup line"
+  cm_state_is "$ns" running || fail "startup did not record running"
+  kopfexample "$ns"
+  wait_for_log startup "startup: served kopfexample $ns/kopf-example-1" "$REACT" || fail "added did not run"
+  operator_stop startup || rc=$?
+  ((rc == 0)) || fail "the runner exited with $rc"
+  grep -q "shutdown: cleaned up; configmap $ns/examples-startup says stopped" "$log" || fail "no shutdown line"
+  cm_state_is "$ns" stopped || fail "shutdown did not record stopped"
+}
+
+# exited PID: the (child) process has ended, zombie or reaped.
+exited() { [[ ! -e /proc/$1 ]] || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+
+test_startup_failure_stops_the_runner() {
+  local ns pid rc=0
+  ns=$(new_namespace ex-startfail)
+  operator_start startfail -o kopfexamples -n "$ns" -h "$EXAMPLES/startup" -E "STARTUP_NAMESPACE=$ns" \
+    --backoff-min 100ms --retries 1
+  pid=$(cat "$CLUSTER_DIR/pids/operator-startfail")
+  wait_until "$REACT" exited "$pid" || fail "the runner did not stop"
+  wait "$pid" || rc=$?
+  ((rc == 1)) || fail "the runner exited with $rc, not 1"
+  grep -q 'the startup hook failed' "$CLUSTER_DIR/logs/startfail.err" "$(operator_log startfail)" ||
+    fail "no error naming the startup hook"
+  ! grep -q 'watching for changes' "$(operator_log startfail)" || fail "the watch started"
+}
+
 # The example is itself a test script: it must pass on this cluster.
 test_testing() {
   local out
