@@ -58,7 +58,14 @@ test_children() {
   wait_for_log children 'children: pod .*/kopf-example-1-child \(uid .*\) belongs to kopfexample' 1 ||
     fail "no log line for the child"
   kubectl -n "$ns" delete kopfexample kopf-example-1 --wait=false >/dev/null
-  wait_until 90 gone "$ns" pod/kopf-example-1-child || fail "the garbage collector did not delete the child pod"
+  # The garbage collector's delete sets deletionTimestamp; the pod then has its grace period.
+  wait_until 90 deleting_or_gone "$ns" pod/kopf-example-1-child || fail "the garbage collector did not delete the child pod"
+}
+
+deleting_or_gone() {
+  local json
+  json=$(kubectl -n "$1" get "$2" -o json --ignore-not-found) || return 1
+  [[ -z $json ]] || jq -e '.metadata.deletionTimestamp' <<<"$json" >/dev/null
 }
 
 children_recorded() {
