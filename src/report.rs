@@ -102,19 +102,44 @@ pub async fn post(client: &Client, object: &Value, note: &Note) -> Result<Posted
     };
     for _ in 0..ATTEMPTS {
         let now = Timestamp::now();
-        let written = match api.get_opt(&name).await.map_err(failed)? {
-            None => api.create(&PostParams::default(), &fresh(&about, note, &name, now)).await,
-            Some(old) => api.replace(&name, &PostParams::default(), &repeat(old, &about, note, &name, now)).await,
+        let written = match api.get_opt(&name).await {
+            Ok(None) => api.create(&PostParams::default(), &fresh(&about, note, &name, now)).await,
+            Ok(Some(old)) => {
+                match api.replace(&name, &PostParams::default(), &repeat(old, &about, note, &name, now)).await {
+                    // Expired between the read and the write: start again.
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    other => other,
+                }
+            }
+            Err(e) => Err(e),
         };
         match written {
             Ok(e) if e.count.unwrap_or(1) > 1 => return Ok(Posted::Repeated(name, e.count.unwrap_or(1))),
             Ok(_) => return Ok(Posted::Created(name)),
-            // Created or changed by someone else meanwhile, or expired: read it again.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => continue,
+            // Created or changed by someone else meanwhile: read it again.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            // Allowed to create Events but not to read or update them (RBAC with
+            // `create` only): every post becomes an Event of its own.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return create_unique(&api, &about, note, &name).await.map_err(failed);
+            }
             Err(e) => return Err(failed(e)),
         }
     }
     Err(ReportError::Contended(name))
+}
+
+/// An Event under a name of its own (the deduplicating name and the time).
+async fn create_unique(
+    api: &Api<Event>,
+    about: &ObjectReference,
+    note: &Note,
+    name: &str,
+) -> Result<Posted, kube::Error> {
+    let now = Timestamp::now();
+    let unique = format!("{name}.{:x}", now.as_nanosecond());
+    api.create(&PostParams::default(), &fresh(about, note, &unique, now)).await?;
+    Ok(Posted::Created(unique))
 }
 
 /// The server's own sentence for API errors, not a debug dump.
