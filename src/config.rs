@@ -108,6 +108,28 @@ pub struct Config {
     pub hook_timeout: Duration,
     pub grace_period: Duration,
     pub finalizer: Option<String>,
+    pub leader: Option<LeaderConfig>,
+    pub listen: Option<ListenConfig>,
+    /// --record: every delivered event is appended here.
+    pub record: Option<PathBuf>,
+}
+
+/// --leader-elect and its flags.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// None: derived from the resource and the hooks directory once the type is resolved.
+    pub name: Option<String>,
+    /// None: the service account's or kubeconfig context's namespace.
+    pub namespace: Option<String>,
+    pub priority: i32,
+    pub timing: crate::leader::Timing,
+}
+
+/// --listen and its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenConfig {
+    pub addr: std::net::SocketAddr,
+    pub unhealthy_after: Duration,
 }
 
 impl Config {
@@ -141,6 +163,9 @@ impl Config {
             hook_timeout: positive_duration("--hook-timeout", &args.hook_timeout)?,
             grace_period: duration("--grace-period", &args.grace_period)?,
             finalizer: args.finalizer.map(finalizer).transpose()?,
+            leader: leader(&args.replicas)?,
+            listen: listen(&args.replicas)?,
+            record: args.record.map(|p| cwd.join(p)),
         })
     }
 }
@@ -292,6 +317,35 @@ fn finalizer(name: String) -> Result<String, ConfigError> {
     }
 }
 
+fn leader(args: &crate::cli::ReplicaArgs) -> Result<Option<LeaderConfig>, ConfigError> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    if let Some(name) = args.lease_name.as_deref().filter(|n| !crate::leader::valid_lease_name(n)) {
+        return Err(invalid("--lease-name", name, "expected a DNS name: lower-case letters, digits, '-' and '.'"));
+    }
+    let timing = crate::leader::Timing {
+        lease_duration: positive_duration("--lease-duration", &args.lease_duration)?,
+        renew_deadline: positive_duration("--renew-deadline", &args.renew_deadline)?,
+        retry_period: positive_duration("--retry-period", &args.retry_period)?,
+    };
+    if timing.renew_deadline >= timing.lease_duration {
+        return Err(invalid("--renew-deadline", &args.renew_deadline, "must be shorter than --lease-duration"));
+    }
+    // As client-go: a renewal gets at least one retry with jitter before the deadline.
+    if timing.renew_deadline.as_secs_f64() <= 1.2 * timing.retry_period.as_secs_f64() {
+        return Err(invalid("--retry-period", &args.retry_period, "must be shorter than --renew-deadline / 1.2"));
+    }
+    let namespace = non_empty("--lease-namespace", args.lease_namespace.clone())?;
+    Ok(Some(LeaderConfig { name: args.lease_name.clone(), namespace, priority: args.priority, timing }))
+}
+
+fn listen(args: &crate::cli::ReplicaArgs) -> Result<Option<ListenConfig>, ConfigError> {
+    let Some(value) = &args.listen else { return Ok(None) };
+    let addr = crate::listen::parse_addr(value).map_err(|reason| invalid("--listen", value, reason))?;
+    Ok(Some(ListenConfig { addr, unhealthy_after: positive_duration("--unhealthy-after", &args.unhealthy_after)? }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +423,38 @@ mod tests {
     fn missing_hooks_dir_is_named() {
         let err = hooks_dir(Path::new("/no/such/dir")).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir"), "{err}");
+    }
+
+    fn replica_args(extra: &[&str]) -> crate::cli::ReplicaArgs {
+        use clap::Parser;
+        let args = ["operator", "-o", "pods", "--leader-elect"].iter().chain(extra);
+        crate::cli::Cli::try_parse_from(args).unwrap().run.replicas
+    }
+
+    #[test]
+    fn lease_timings_default_to_client_go_and_must_be_ordered() {
+        let cfg = leader(&replica_args(&[])).unwrap().unwrap();
+        assert_eq!(cfg.timing.lease_duration, Duration::from_secs(15));
+        assert_eq!(cfg.timing.renew_deadline, Duration::from_secs(10));
+        assert_eq!(cfg.timing.retry_period, Duration::from_secs(2));
+        let err = leader(&replica_args(&["--lease-duration", "5s"])).unwrap_err().to_string();
+        assert!(err.contains("--renew-deadline"), "{err}");
+        let err = leader(&replica_args(&["--retry-period", "9s"])).unwrap_err().to_string();
+        assert!(err.contains("--retry-period"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_lease_name_is_named() {
+        let err = leader(&replica_args(&["--lease-name", "Not_A_Name"])).unwrap_err().to_string();
+        assert!(err.contains("--lease-name") && err.contains("Not_A_Name"), "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_needs_an_ip_and_port() {
+        let err = listen(&replica_args(&["--listen", "nowhere"])).unwrap_err().to_string();
+        assert!(err.contains("--listen") && err.contains("'nowhere'"), "{err}");
+        let ok = listen(&replica_args(&["--listen", ":9090"])).unwrap().unwrap();
+        assert_eq!(ok.unhealthy_after, Duration::from_secs(60));
     }
 
     #[test]

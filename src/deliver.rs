@@ -362,6 +362,7 @@ impl Deliverer {
             let outcome = spawn::run(cmd, &label, self.limits, &self.stop).await;
             let took = started.elapsed();
             tracing::info!("hook {name} for {} {} in {}", ev.key, outcome.describe(), millis(took));
+            crate::metrics::hook_run(name, &outcome, took);
             match outcome {
                 Outcome::Succeeded => return Ran::Succeeded,
                 Outcome::Interrupted => return Ran::Interrupted,
@@ -377,6 +378,7 @@ impl Deliverer {
                 return if stop { Ran::Stopped } else { Ran::Failed };
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
+            crate::metrics::hook_retry(name);
             tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

@@ -4,8 +4,10 @@
 //! that benchmarks reach the same code the binary runs.
 
 pub mod cli;
+pub mod completions;
 pub mod config;
 pub mod deliver;
+pub mod embed;
 pub mod event;
 pub mod event_cmd;
 pub mod event_file;
@@ -13,11 +15,17 @@ pub mod fields;
 pub mod filter;
 pub mod finalizer;
 pub mod flatten;
+pub mod format;
 pub mod hooks;
 pub mod journal;
+pub mod leader;
+pub mod listen;
 pub mod log;
+pub mod metrics;
 pub mod owner_ref;
 pub mod queue;
+pub mod record;
+pub mod replay;
 pub mod report;
 pub mod resolve;
 pub mod run;

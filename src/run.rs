@@ -1,6 +1,6 @@
 //! Wires the parts together: client, type resolution, watch, queue, hooks; handles signals.
 
-use crate::config::{Config, Scope};
+use crate::config::{Config, LeaderConfig, Scope};
 use crate::deliver::Deliverer;
 use crate::event::ObjectEvent;
 use crate::finalizer::Finalizers;
@@ -8,6 +8,7 @@ use crate::hooks::HookDir;
 use crate::hooks::env::Settings;
 use crate::hooks::spawn::Limits;
 use crate::journal::Journal;
+use crate::leader;
 use crate::report::Reporter;
 use crate::resolve::{self, Resolved};
 use crate::watch::{Tracker, Watch};
@@ -42,6 +43,12 @@ pub enum RunError {
     Journal(#[from] crate::journal::JournalError),
     #[error(transparent)]
     Startup(#[from] crate::deliver::DeliverError),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -49,9 +56,12 @@ pub enum RunError {
 const WATCH_TIMEOUT_SECS: u32 = 120;
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
+    if let Some(l) = cfg.listen {
+        crate::listen::start(l.addr, l.unhealthy_after).await?;
+    }
     let (client, default_ns) = client(&cfg).await?;
     let resolved = resolve::resolve(&client, &cfg.object).await?;
-    let watch = Watch {
+    let new_watch = || Watch {
         api: api(client.clone(), &resolved, &cfg.scope, &default_ns),
         resource: resolved.resource.clone(),
         config: watcher_config(&cfg),
@@ -61,15 +71,33 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         filter: cfg.object_filter.clone(),
         ignore_status_changes: cfg.ignore_status_changes,
     };
-    watch.check().await?;
+    new_watch().check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
     tracing::info!("watching {} ({scope}) with hooks from {}", resolved.resource.plural, cfg.hooks_dir.display());
     let stop = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
-    let result = serve(&cfg, client, &resolved, watch, stop).await;
+    let result = match &cfg.leader {
+        None => {
+            crate::metrics::leader(true);
+            serve(&cfg, client.clone(), &resolved, new_watch(), stop).await
+        }
+        Some(l) => {
+            let election = election(l, client.clone(), &resolved, &cfg, &default_ns);
+            election.lead(stop, |term| serve(&cfg, client.clone(), &resolved, new_watch(), term)).await
+        }
+    };
     signals.abort();
     tracing::info!("stopped");
     result
+}
+
+fn election(l: &LeaderConfig, client: Client, r: &Resolved, cfg: &Config, default_ns: &str) -> leader::Election {
+    let resource = match r.resource.group.as_str() {
+        "" => r.resource.plural.clone(),
+        group => format!("{}.{group}", r.resource.plural),
+    };
+    let name = l.name.clone().unwrap_or_else(|| leader::default_lease_name(&resource, &cfg.hooks_dir));
+    leader::Election::new(client, l.namespace.as_deref().unwrap_or(default_ns), &name, l.priority, l.timing)
 }
 
 /// Runs the queue and the watch until a signal; unfinished events of the durable
@@ -83,7 +111,7 @@ async fn serve(
 ) -> Result<(), RunError> {
     let event_dir = EventDir::create()?;
     let (journal, unfinished) = open_journal(cfg)?;
-    let mut deliverer = deliverer(cfg, client.clone(), event_dir.0.clone(), stop.clone());
+    let mut deliverer = deliverer(cfg, Some(client.clone()), event_dir.0.clone(), stop.clone());
     deliverer.journal = journal.clone();
     deliverer.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
         client,
@@ -93,11 +121,15 @@ async fn serve(
     });
     let deliverer = Arc::new(deliverer);
     deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
+    let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
     let d = deliverer.clone();
     let handle = move |ev: ObjectEvent| {
-        let d = d.clone();
+        let (d, record) = (d.clone(), record.clone());
         async move {
+            if let Some(r) = record {
+                r.append(&ev);
+            }
             d.handle(&ev).await;
         }
     };
@@ -172,7 +204,9 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
     wc
 }
 
-fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
+/// The Deliverer the runner uses for `cfg`; also `operator replay`'s (without a client:
+/// no HookFailed Events).
+pub fn deliverer(cfg: &Config, client: Option<Client>, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
     let mut inherited: Vec<(OsString, OsString)> =
         std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix) && k != "OPERATOR_BIN").collect();
@@ -197,7 +231,7 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         limits,
         event_dir,
         stop,
-        Some(Reporter::new(client)),
+        client.map(Reporter::new),
     )
 }
 
@@ -236,12 +270,12 @@ fn arg_max() -> usize {
 }
 
 /// A private directory (0700) for event files, removed on exit.
-struct EventDir(PathBuf);
+pub struct EventDir(pub PathBuf);
 
 impl EventDir {
     /// In memory when possible (tmpfs: $XDG_RUNTIME_DIR, then /dev/shm): every event
     /// writes and removes a file there.
-    fn create() -> Result<EventDir, RunError> {
+    pub fn create() -> Result<EventDir, RunError> {
         let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
         let bases = runtime.into_iter().chain([PathBuf::from("/dev/shm")]).filter(|p| p.is_dir());
         for base in bases {
@@ -273,7 +307,7 @@ impl Drop for EventDir {
     }
 }
 
-async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
+pub async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;

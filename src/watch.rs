@@ -286,7 +286,9 @@ impl Watch {
                     Some(Ok(ev)) => { report_recovery(&mut outage); self.on_event(&mut tracker, ev) }
                 },
             };
+            crate::metrics::objects(tracker.len());
             for mut ev in events {
+                crate::metrics::event(ev.kind.as_str());
                 if let (Some(j), false, true) = (&journal, ev.kind == EventType::Sync, ev.hook) {
                     j.add(&mut ev)?;
                 }
@@ -321,6 +323,7 @@ impl Watch {
             }
             watcher::Event::InitDone => {
                 let out = tracker.init_done();
+                crate::metrics::set_ready(true);
                 tracing::info!("listed {} {}; watching for changes", tracker.len(), self.resource.plural);
                 out
             }
@@ -343,6 +346,7 @@ impl Watch {
 }
 
 fn report_outage(outage: &mut bool, e: &watcher::Error) {
+    crate::metrics::watch_failed();
     if !*outage {
         tracing::warn!("watch interrupted: {e}; reconnecting with backoff");
         *outage = true;
@@ -352,6 +356,7 @@ fn report_outage(outage: &mut bool, e: &watcher::Error) {
 }
 
 fn report_recovery(outage: &mut bool) {
+    crate::metrics::watch_ok();
     if std::mem::take(outage) {
         tracing::info!("watch recovered");
     }
