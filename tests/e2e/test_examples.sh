@@ -269,6 +269,40 @@ test_startup_failure_stops_the_runner() {
   ! grep -q 'watching for changes' "$(operator_log startfail)" || fail "the watch started"
 }
 
+# peer NAME NS PRIORITY: examples/peering as instance NAME with short Lease periods.
+peer() {
+  operator_start "$1" -o kopfexamples -n "$2" -h "$EXAMPLES/peering" -E "INSTANCE=$1" --leader-elect \
+    --lease-namespace "$2" --priority "$3" --lease-duration 6s --renew-deadline 4s --retry-period 500ms
+}
+
+handled() { grep -q "instance $1 handled kopfexample $2" "$(operator_log "$1")"; }
+
+test_peering() {
+  local ns rc=0
+  ns=$(new_namespace ex-peering)
+  peer production "$ns" 0
+  wait_for_log production 'leading: this instance' "$REACT" || fail "production did not lead"
+  kopfexample "$ns" '.metadata.name = "first"'
+  wait_until "$REACT" handled production "$ns/first" || fail "production did not handle first"
+  peer dev "$ns" 100
+  wait_for_log dev 'leading: this instance' "$REACT" || fail "dev (priority 100) did not take over"
+  wait_for_log production "\(priority 100\) asks for the Lease .*: handing over" 1 || fail "production did not hand over"
+  wait_for_log production 'standing by: .* \(priority 100\) leads' "$REACT" || fail "production is not standing by"
+  kopfexample "$ns" '.metadata.name = "second"'
+  wait_until "$REACT" handled dev "$ns/second" || fail "dev did not handle second"
+  operator_stop dev || rc=$?
+  ((rc == 0)) || fail "dev exited with $rc"
+  wait_until "$REACT" leading_again production || fail "production did not resume after dev stopped"
+  kopfexample "$ns" '.metadata.name = "third"'
+  wait_until "$REACT" handled production "$ns/third" || fail "production did not handle third"
+  ! grep -q "handled kopfexample $ns/third" "$(operator_log dev)" || fail "dev handled an object after it stopped"
+  # While dev led, production ran no hook.
+  awk '/asks for the Lease/ {h = 1} h && /leading: this instance/ {exit} h && /instance production handled/ {bad = 1} END {exit bad}' \
+    "$(operator_log production)" || fail "production ran hooks while dev led"
+}
+
+leading_again() { (($(grep -c 'leading: this instance' "$(operator_log production)") >= 2)); }
+
 # The example is itself a test script: it must pass on this cluster.
 test_testing() {
   local out
