@@ -42,36 +42,6 @@ events_about() {
 event_count() { events_about "$@" | jq -s 'map(.count) | add // 0'; }
 event_count_is() { [[ $(event_count "$1" "$2" "$3") == "$4" ]]; }
 
-test_children() {
-  local ns uid pod_owner
-  ns=$(new_namespace ex-children)
-  example children "$ns"
-  kopfexample "$ns"
-  wait_until "$REACT" exists "$ns" pod/kopf-example-1-child || fail "no child pod"
-  uid=$(kx_field "$ns" '{.metadata.uid}')
-  pod_owner=$(kubectl -n "$ns" get pod kopf-example-1-child -o json |
-    jq -r '.metadata.ownerReferences[] | select(.controller) | "\(.kind) \(.name) \(.uid) \(.blockOwnerDeletion)"')
-  [[ $pod_owner == "KopfExample kopf-example-1 $uid true" ]] || fail "pod's controller is '$pod_owner'"
-  [[ $(kubectl -n "$ns" get pod kopf-example-1-child -o json | jq -r '.spec.containers[0].env[0].value') == value ]] ||
-    fail "pod's FIELD is not spec.field"
-  wait_until "$REACT" children_recorded "$ns" || fail "status.children does not hold the pod's uid"
-  wait_for_log children 'children: pod .*/kopf-example-1-child \(uid .*\) belongs to kopfexample' 1 ||
-    fail "no log line for the child"
-  kubectl -n "$ns" delete kopfexample kopf-example-1 --wait=false >/dev/null
-  # The garbage collector's delete sets deletionTimestamp; the pod then has its grace period.
-  wait_until 90 deleting_or_gone "$ns" pod/kopf-example-1-child || fail "the garbage collector did not delete the child pod"
-}
-
-deleting_or_gone() {
-  local json
-  json=$(kubectl -n "$1" get "$2" -o json --ignore-not-found) || return 1
-  [[ -z $json ]] || jq -e '.metadata.deletionTimestamp' <<<"$json" >/dev/null
-}
-
-children_recorded() {
-  [[ $(kx_field "$1" '{.status.children[0]}') == "$(kubectl -n "$1" get pod kopf-example-1-child -o jsonpath='{.metadata.uid}')" ]]
-}
-
 test_retries() {
   local ns log
   ns=$(new_namespace ex-retries)
@@ -309,6 +279,38 @@ test_testing() {
   out=$(E2E_RESULTS='' TEST_FILTER='' "$EXAMPLES/testing/test.sh" 2>&1) || fail "examples/testing/test.sh failed: $out"
   grep -q '^ok test_the_hook_alone' <<<"$out" || fail "no ok for the hook alone: $out"
   grep -q '^ok test_resource_lifecycle' <<<"$out" || fail "no ok for the lifecycle: $out"
+}
+
+# Last: the garbage collector notices the new KopfExample kind at its next
+# discovery (every 30 s after the CRD appeared), so earlier tests shorten the wait.
+test_children() {
+  local ns uid pod_owner
+  ns=$(new_namespace ex-children)
+  example children "$ns"
+  kopfexample "$ns"
+  wait_until "$REACT" exists "$ns" pod/kopf-example-1-child || fail "no child pod"
+  uid=$(kx_field "$ns" '{.metadata.uid}')
+  pod_owner=$(kubectl -n "$ns" get pod kopf-example-1-child -o json |
+    jq -r '.metadata.ownerReferences[] | select(.controller) | "\(.kind) \(.name) \(.uid) \(.blockOwnerDeletion)"')
+  [[ $pod_owner == "KopfExample kopf-example-1 $uid true" ]] || fail "pod's controller is '$pod_owner'"
+  [[ $(kubectl -n "$ns" get pod kopf-example-1-child -o json | jq -r '.spec.containers[0].env[0].value') == value ]] ||
+    fail "pod's FIELD is not spec.field"
+  wait_until "$REACT" children_recorded "$ns" || fail "status.children does not hold the pod's uid"
+  wait_for_log children 'children: pod .*/kopf-example-1-child \(uid .*\) belongs to kopfexample' 1 ||
+    fail "no log line for the child"
+  kubectl -n "$ns" delete kopfexample kopf-example-1 --wait=false >/dev/null
+  # The garbage collector's delete sets deletionTimestamp; the pod then has its grace period.
+  wait_until 90 deleting_or_gone "$ns" pod/kopf-example-1-child || fail "the garbage collector did not delete the child pod"
+}
+
+deleting_or_gone() {
+  local json
+  json=$(kubectl -n "$1" get "$2" -o json --ignore-not-found) || return 1
+  [[ -z $json ]] || jq -e '.metadata.deletionTimestamp' <<<"$json" >/dev/null
+}
+
+children_recorded() {
+  [[ $(kx_field "$1" '{.status.children[0]}') == "$(kubectl -n "$1" get pod kopf-example-1-child -o jsonpath='{.metadata.uid}')" ]]
 }
 
 run_tests
