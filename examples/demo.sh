@@ -68,12 +68,13 @@ stop_operator() {
   echo "stopped the operator"
 }
 
-# waiting CMD...: runs CMD (a kubectl wait) in the background and waits for it. In the
-# foreground, kubectl would catch Ctrl-C itself and exit 1, and bash would then take
-# the interrupt for a failure; the wait builtin lets the INT trap run at once instead.
+# waiting CMD...: runs CMD (a kubectl wait) in a session of its own and waits for it.
+# In the foreground, kubectl would catch Ctrl-C itself and exit 1, and bash would then
+# take the interrupt for a failure; this way only bash gets Ctrl-C, the wait builtin
+# returns at once, the INT trap runs and cleanup ends CMD.
 waiting() {
   local rc=0
-  "$@" &
+  setsid "$@" &
   CHILD_PID=$!
   wait "$CHILD_PID" || rc=$?
   CHILD_PID=
@@ -169,7 +170,7 @@ main() {
   cluster
   "demo_$MODE"
   waiting sleep 1 # the last log lines
-  step "done"
+  step "done in ${SECONDS} s"
 }
 
 main "$@"

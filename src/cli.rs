@@ -255,7 +255,7 @@ pub struct RunArgs {
     #[arg(short = 'r', long, requires = "queue")]
     pub reset_queue: bool,
 
-    /// Hooks run in parallel for different objects [default: number of CPUs]
+    /// Hooks run in parallel for different objects [default: 4 per CPU, 8 to 64]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 

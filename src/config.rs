@@ -296,11 +296,13 @@ fn prefix(filter: crate::cli::FilterArgs) -> Result<flatten::Options, ConfigErro
     Ok(flatten::Options { prefix: filter.prefix, filter_spec: filter.filter_spec, filter_status: filter.filter_status })
 }
 
+/// Hooks mostly wait (kubectl round trips, Jobs, watches) rather than compute, so the
+/// default runs more of them than there are CPUs: 4 per CPU, at least 8, at most 64.
 fn workers(value: Option<usize>) -> Result<usize, ConfigError> {
     match value {
         Some(0) => Err(invalid("--workers", "0", "must be at least 1")),
         Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(4).clamp(8, 64)),
     }
 }
 
@@ -455,6 +457,13 @@ mod tests {
         assert!(err.contains("--listen") && err.contains("'nowhere'"), "{err}");
         let ok = listen(&replica_args(&["--listen", ":9090"])).unwrap().unwrap();
         assert_eq!(ok.unhealthy_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn default_workers_are_four_per_cpu_between_8_and_64() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers(None).unwrap(), (4 * cpus).clamp(8, 64));
+        assert_eq!(workers(Some(3)).unwrap(), 3, "an explicit value is kept");
     }
 
     #[test]

@@ -243,6 +243,7 @@ impl Runner {
             finalizer: None,
             filter: Default::default(),
             ignore_status_changes: false,
+            batch: None,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! `operator`: watch one kind of Kubernetes object and run a shell hook for every event.
 //!
 //! The binary (src/main.rs) is a thin shell over these modules; the library exists so
-//! that benchmarks reach the same code the binary runs.
+//! that benchmarks reach the same code the binary runs, and so that Rust programs can
+//! run the watch with a closure as the hook: see [`embed`].
 
+pub mod batch;
 pub mod cli;
 pub mod completions;
 pub mod config;

@@ -70,6 +70,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         finalizer: cfg.finalizer.clone(),
         filter: cfg.object_filter.clone(),
         ignore_status_changes: cfg.ignore_status_changes,
+        batch: None,
     };
     new_watch().check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
@@ -106,7 +107,7 @@ async fn serve(
     cfg: &Config,
     client: Client,
     r: &Resolved,
-    watch: Watch,
+    mut watch: Watch,
     stop: CancellationToken,
 ) -> Result<(), RunError> {
     let event_dir = EventDir::create()?;
@@ -119,6 +120,9 @@ async fn serve(
         namespaced: r.namespaced,
         name,
     });
+    // Batched sync (src/batch.rs): its own task, so it holds no worker.
+    let (feed, batches) = crate::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
+    watch.batch = cfg.resync.map(|_| feed);
     let deliverer = Arc::new(deliverer);
     deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
     let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);
@@ -141,6 +145,7 @@ async fn serve(
     let signalled = stop.is_cancelled();
     stop.cancel();
     let _ = dispatcher.await;
+    let _ = batches.await;
     if signalled {
         // After the last event hook; its own grace period, then SIGTERM and SIGKILL 1 s later.
         let limits = Limits { timeout: cfg.grace_period, grace: Duration::from_secs(1) };

@@ -236,6 +236,8 @@ pub struct Watch {
     /// --annotation-selector and --filter.
     pub filter: Arc<ObjectFilter>,
     pub ignore_status_changes: bool,
+    /// Batched sync (src/batch.rs): every resync pass also goes to the `sync-all` hook.
+    pub batch: Option<crate::batch::Feed>,
 }
 
 impl Watch {
@@ -279,7 +281,7 @@ impl Watch {
         loop {
             let events = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = resync.tick(), if self.resync.is_some() => tracker.sync(),
+                _ = resync.tick(), if self.resync.is_some() => crate::batch::tap(&self.batch, tracker.sync()),
                 item = stream.next() => match item {
                     None => return Ok(()),
                     Some(Err(e)) => { report_outage(&mut outage, &e); continue }
