@@ -142,12 +142,25 @@ async fn create_unique(
     Ok(Posted::Created(unique))
 }
 
-/// The server's own sentence for API errors, not a debug dump.
+/// The server's own sentence for API errors, not a debug dump; for others (the
+/// server cannot be reached, TLS) the error with its causes, on one line.
 pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
-        other => other.to_string(),
+    if let kube::Error::Api(s) = e
+        && !s.message.is_empty()
+    {
+        return s.message.clone();
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The reference to the object an Event is about.
@@ -353,6 +366,12 @@ mod tests {
         let about = involved(&pod()).unwrap();
         let e = fresh(&about, &note("R", &"x".repeat(5000)), "e", at(0));
         assert_eq!(e.message.unwrap().len(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn api_errors_read_as_the_servers_sentence() {
+        let status = kube::core::Status::failure("pods \"x\" not found", "NotFound").with_code(404);
+        assert_eq!(api_message(&kube::Error::Api(Box::new(status))), "pods \"x\" not found");
     }
 
     #[test]
