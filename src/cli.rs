@@ -56,7 +56,7 @@ pub struct EventArgs {
     #[arg(long, value_name = "TEXT")]
     pub message: String,
 
-    /// Normal or Warning
+    /// Warning for problems, else Normal
     #[arg(long = "type", value_name = "TYPE", value_enum, ignore_case = true, default_value = "Normal")]
     pub r#type: EventType,
 
