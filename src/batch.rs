@@ -291,8 +291,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(800)).await;
         stop.cancel();
         task.await.unwrap();
-        let runs: Vec<String> =
-            std::fs::read_to_string(&out).unwrap().lines().map(|l| l.trim().to_string()).collect();
+        let runs: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(|l| l.trim().to_string()).collect();
         // Commas: one after "type", one between objects: 1 for one object, 7 for seven.
         assert_eq!(runs, vec!["1", "7"], "the four passes offered during the first run were skipped");
     }

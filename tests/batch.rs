@@ -27,7 +27,12 @@ fn passes(rec: &Recorder) -> Vec<Vec<String>> {
         .map(|f| {
             let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
             assert_eq!(v["type"], "SYNC");
-            v["objects"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect()
+            v["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
         })
         .collect()
 }
