@@ -304,7 +304,7 @@ def passes(text):
 
 
 def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
-    ns = "evc-scale"
+    ns = args.evc_namespace
     if args.round == 0:
         evc_setup(args, kube, ns, evcs, pods)
     base0 = request_counts(kube)
@@ -365,6 +365,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="rounds, to measure the noise")
     ap.add_argument("--window", type=int, default=120, help="evc: seconds of steady state measured")
     ap.add_argument("--evcs", type=int, default=1000)
+    ap.add_argument("--evc-namespace", default="evc-scale")
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
     args = ap.parse_args()
