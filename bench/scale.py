@@ -136,7 +136,9 @@ def pvc_phase(args, kube, claims=200, timeout=300):
     kubectl(args.kubeconfig, "apply", "-f", os.path.join(args.repo, "storageclass.yaml"))
     ensure_namespace(kube, ns)
     sim = simulator_pid(args.cluster_dir)
-    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc")], f"pvc-{args.round}")
+    extra = ["--workers", str(args.workers)] if args.workers else []
+    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc"), *extra],
+                    f"pvc-{args.round}")
     deadline = time.monotonic() + 60
     while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
         if time.monotonic() > deadline:
@@ -182,7 +184,7 @@ def pvc_phase(args, kube, claims=200, timeout=300):
          "max_s": max(lat) if lat else None,
          "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1], "simulator_cpu_s": sim1 - sim0,
          "window_s": t_end - t_start, "hook_errors": text.count(" ERROR "),
-         "workers": "default", "load_before": load0, "load_after": load1}
+         "workers": args.workers or "default", "load_before": load0, "load_after": load1}
     log(f"pvc {json.dumps(r)}")
     return r
 
@@ -368,6 +370,8 @@ def main():
     ap.add_argument("--evc-namespace", default="evc-scale")
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
+    ap.add_argument("--workers", type=int, help="pvc: --workers for the runner (default: its default)")
+    ap.add_argument("--first-round", type=int, default=0, help="number of the first round (names, namespaces)")
     args = ap.parse_args()
     args.cluster_dir = os.path.dirname(os.path.abspath(args.kubeconfig))
     os.makedirs(args.work, exist_ok=True)
@@ -376,7 +380,7 @@ def main():
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f)
-    for rnd in range(args.repeat):
+    for rnd in range(args.first_round, args.first_round + args.repeat):
         args.round = rnd
         r = (pvc_phase(args, kube, claims=args.claims) if args.phase == "pvc"
              else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))
