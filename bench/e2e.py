@@ -61,7 +61,7 @@ class Kube:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Authorization": "Bearer " + self.token, "Accept": "application/json"}
         if data is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = "application/merge-patch+json" if method == "PATCH" else "application/json"
         for attempt in range(5):
             conn = getattr(self.local, "conn", None)
             if conn is None:

@@ -171,6 +171,67 @@ def rows(crit, e2e, spawn, cpus):
     return r
 
 
+def spread(values, fmt):
+    """'a / b (spread x)' over the rounds: the noise of the figure."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    cell = " / ".join(fmt(v) for v in vals)
+    if len(vals) > 1:
+        cell += f" (spread {fmt(max(vals) - min(vals))})"
+    return cell
+
+
+def scale_rows(scale):
+    """Sections 7 and 8: hooks/pvc and hooks/evc at scale (bench/scale.py), one value per round."""
+    r = []
+    add = lambda *cells: r.append(cells)  # noqa: E731
+    secs = lambda v: f"{v:.1f} s"  # noqa: E731
+    pvc = [x for x in scale if x["phase"] == "pvc"]
+    if pvc:
+        n = pvc[0]["claims"]
+        add(f"**7. hooks/pvc at scale** ({n} claims created at once on 3 nodes, `--workers` default; "
+            f"{len(pvc)} rounds, values per round)", "", "", "", "")
+        done = [x["all_bound_s"] for x in pvc]
+        ok = all(d is not None and d <= 60 for d in done)
+        add("all claims Bound after", spread(done, secs) if all(d is not None for d in done)
+            else " / ".join(secs(d) if d is not None else f"{x['bound']} of {n} in {x['window_s']:.0f} s"
+                            for d, x in zip(done, pvc)), "", "≤ 60 s", verdict(ok, ""))
+        add("claim created → Bound, p50", spread([x["p50_s"] for x in pvc], secs), "", "", "")
+        add("claim created → Bound, p99", spread([x["p99_s"] for x in pvc], secs), "", "", "")
+        add("CPU: runner / its hooks / pod simulator (the cluster's)",
+            " · ".join(f"{x['runner_cpu_s']:.1f} s / {x['hooks_cpu_s']:.1f} s / {x['simulator_cpu_s']:.1f} s"
+                       for x in pvc), "", "", "")
+        add("load average before → after", " · ".join(f"{x['load_before']} → {x['load_after']}" for x in pvc),
+            "", "", "")
+    evc = [x for x in scale if x["phase"] == "evc"]
+    if evc:
+        e = evc[0]
+        add(f"**8. hooks/evc at scale** ({e['evcs']:,} EVCs, {e['pods']:,} pods in one namespace, "
+            f"`--resync {e['resync']}`; steady state over {e['window_s']:.0f} s; {len(evc)} rounds)", "", "", "", "")
+        cores = [x["cores"] for x in evc]
+        add("CPU of runner + hooks, in cores", spread(cores, lambda v: f"{v:.2f}"), "", "< 1 core",
+            verdict(all(c < 1 for c in cores), ""))
+        gaps = [x["max_gap_s"] for x in evc]
+        add("longest time between two passes over every claim", spread(gaps, secs), "", "≤ 30 s",
+            verdict(all(g is not None and g <= 30 for g in gaps), ""))
+        add("one pass (sync-all run), p50 / max",
+            " · ".join(f"{x['pass_took_p50_s']:.1f} / {x['pass_took_max_s']:.1f} s" for x in evc
+                       if x["pass_took_p50_s"] is not None), "", "", "")
+        add("status writes per pass", spread([x["writes_per_pass"] for x in evc], lambda v: f"{v:.0f}"), "", "", "")
+        add("API requests per pass (apiserver_request_total on pods, PVCs, EVCs, Events)",
+            spread([x["requests_total_per_pass"] for x in evc], lambda v: f"{v:.0f}"), "", "counted", "")
+        top = sorted(e["requests_per_pass"].items(), key=lambda kv: -kv[1])[:6]
+        add("… by verb (round 1)", ", ".join(f"{k} {v:.0f}" for k, v in top), "", "", "")
+        add("… the same resources with no operator running (controllers), per 10 s",
+            spread([x["baseline_total_per_10s"] for x in evc], lambda v: f"{v:.0f}"), "", "", "")
+        add("start: every claim has a PVC and a status after (round 1: creation; then: a restart)",
+            spread([x["start_s"] for x in evc], secs), "", "", "")
+        add("load average before → after", " · ".join(f"{x['load_before']} → {x['load_after']}" for x in evc),
+            "", "", "")
+    return r
+
+
 def table(rs):
     lines = ["| figure | operator | kopf | target | verdict |", "|---|---|---|---|---|"]
     for cells in rs:
@@ -186,8 +247,9 @@ def main():
     ap.add_argument("--machine", required=True)
     ap.add_argument("--cpus", type=int, required=True)
     ap.add_argument("--results", required=True)
+    ap.add_argument("--scale", help="bench/scale.py's output (pvc and evc at scale)")
     args = ap.parse_args()
-    crit = criterion_means(args.criterion)
+    crit = criterion_means(args.criterion) if args.criterion else {}
     with open(args.e2e) as f:
         e2e = json.load(f)
     spawn = None
@@ -196,7 +258,11 @@ def main():
             spawn = json.load(f)
     with open(args.machine) as f:
         machine = f.read().rstrip()
-    body = table(rows(crit, e2e, spawn, args.cpus))
+    scale = []
+    if args.scale and os.path.exists(args.scale):
+        with open(args.scale) as f:
+            scale = json.load(f)
+    body = table((rows(crit, e2e, spawn, args.cpus) if crit or e2e else []) + scale_rows(scale))
     print(body)
     section = f"{BEGIN}\n\n## The run\n\n```\n{machine}\n```\n\n{body}\n\n{END}"
     text = ""

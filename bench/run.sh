@@ -8,24 +8,30 @@
 # benches/spawn.rs); a kopf virtualenv (/tmp/kopf-venv, created once from
 # PyPI); a local control plane without the pod simulator (pods stay Pending);
 # bench/e2e.py (latency, memory at 1,000 / 10,000 / 50,000 pods, throughput and
-# start-up at 10,000); bench/report.py. About 10 minutes on 2 cores once
-# built (575 s measured; a cold build adds about 10).
+# start-up at 10,000); then the hook directories at scale, each on a control
+# plane of its own (bench/scale.py: pvc, 200 claims at once, with the pod
+# simulator; evc, 1,000 EVCs and 5,000 pods, without it); bench/report.py.
+# About 10 minutes on 2 cores once built for the first part (575 s measured;
+# a cold build adds about 10), plus about 5 per round of pvc and evc.
 #
-# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k (default: all);
-#                a subset writes its table into the work directory, not RESULTS.md
+# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k,pvc,evc (default:
+#                all); a subset writes its table into the work directory, not RESULTS.md
 # --keep         keep the work directory (logs, hook outputs) and print its path
-# Env: KOPF_VENV (default /tmp/kopf-venv), BENCH_WORK (default: a new mktemp -d).
+# Env: KOPF_VENV (default /tmp/kopf-venv), BENCH_WORK (default: a new mktemp -d),
+#      BENCH_ROUNDS (default 2): rounds of pvc and evc, whose spread is the noise.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-PHASES=latency,mem1k,throughput,mem10k,mem50k
+ALL_PHASES=latency,mem1k,throughput,mem10k,mem50k,pvc,evc
+PHASES=$ALL_PHASES
+ROUNDS=${BENCH_ROUNDS:-2}
 KEEP=0
 KEEP_WORK=0
 KOPF_VENV=${KOPF_VENV:-/tmp/kopf-venv}
 CLUSTER=
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 while (($#)); do
   case $1 in
@@ -40,7 +46,7 @@ WORK=${BENCH_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/operator-bench.XXXXXX")}
 mkdir -p "$WORK"
 # Only a full run replaces the table in bench/RESULTS.md; a subset writes its own file.
 RESULTS=$HERE/RESULTS.md
-if [[ $PHASES != latency,mem1k,throughput,mem10k,mem50k ]]; then
+if [[ $PHASES != "$ALL_PHASES" ]]; then
   RESULTS=$WORK/RESULTS.md
   KEEP_WORK=1
 fi
@@ -89,6 +95,25 @@ kopf_venv() {
   "$KOPF_VENV/bin/pip" install -q kopf
 }
 
+# The phases of e2e.py (one control plane) and of scale.py (one each), in run order.
+E2E_PHASES=$(tr , '\n' <<<"$PHASES" | grep -vx -e pvc -e evc | paste -sd, || true)
+SCALE_PHASES=$(tr , '\n' <<<"$PHASES" | grep -x -e pvc -e evc | paste -sd' ' || true)
+
+# scale PHASE: one phase of bench/scale.py on a control plane of its own (pvc with the
+# pod simulator, run by the release binary; evc without), BENCH_ROUNDS rounds.
+scale() {
+  local phase=$1 sim=()
+  [[ $phase == pvc ]] || sim=(--no-simulator)
+  say "starting a control plane for $phase ${sim[*]}"
+  CLUSTER=$(OPERATOR_BIN=$REPO/target/release/operator "$REPO/tests/cluster/start.sh" "${sim[@]}" --owner-pid $$)
+  [[ -s $WORK/machine.txt ]] || describe_machine
+  echo "load before $phase: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/machine.txt"
+  say "scale: $phase, $ROUNDS rounds"
+  python3 "$HERE/scale.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
+    --repo "$REPO" --work "$WORK/$phase" --out "$WORK/scale.json" --phase "$phase" --repeat "$ROUNDS"
+  stop_cluster
+}
+
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 START=$SECONDS
 cd "$REPO"
@@ -97,26 +122,35 @@ say "load average at start: $LOAD_AT_START"
 say "cargo build --release --locked"
 cargo build --release --locked --quiet
 
-say "criterion: flattening and spawn ceiling"
-SPAWN_BENCH_OUT=$WORK/spawn.json cargo bench --locked --quiet --bench flatten --bench spawn \
-  >"$WORK/criterion.log" 2>&1 || { cat "$WORK/criterion.log" >&2; exit 1; }
-grep -E '^(flatten|true|sh-hook|runner-like|bash)|time:' "$WORK/criterion.log" >&2 || true
+CRITERION=
+echo '{}' >"$WORK/e2e.json"
+if [[ -n $E2E_PHASES ]]; then
+  say "criterion: flattening and spawn ceiling"
+  SPAWN_BENCH_OUT=$WORK/spawn.json cargo bench --locked --quiet --bench flatten --bench spawn \
+    >"$WORK/criterion.log" 2>&1 || { cat "$WORK/criterion.log" >&2; exit 1; }
+  grep -E '^(flatten|true|sh-hook|runner-like|bash)|time:' "$WORK/criterion.log" >&2 || true
+  CRITERION=$REPO/target/criterion
 
-kopf_venv
+  kopf_venv
 
-say "starting the local control plane (no pod simulator)"
-CLUSTER=$("$REPO/tests/cluster/start.sh" --no-simulator --owner-pid $$)
-describe_machine
+  say "starting the local control plane (no pod simulator)"
+  CLUSTER=$("$REPO/tests/cluster/start.sh" --no-simulator --owner-pid $$)
+  describe_machine
 
-say "end-to-end: $PHASES"
-python3 "$HERE/e2e.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
-  --kopf "$KOPF_VENV/bin/python" --work "$WORK" --out "$WORK/e2e.json" --cpus "$(nproc)" --phases "$PHASES" \
-  --ceiling "$REPO"
+  say "end-to-end: $E2E_PHASES"
+  python3 "$HERE/e2e.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
+    --kopf "$KOPF_VENV/bin/python" --work "$WORK" --out "$WORK/e2e.json" --cpus "$(nproc)" --phases "$E2E_PHASES" \
+    --ceiling "$REPO"
 
-stop_cluster
+  stop_cluster
+fi
+
+for phase in $SCALE_PHASES; do
+  scale "$phase"
+done
 # The load at the end includes the benchmark's own processes (cluster, tools, hooks).
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg) (run took $((SECONDS - START)) s)" >>"$WORK/machine.txt"
 
-python3 "$HERE/report.py" --criterion "$REPO/target/criterion" --e2e "$WORK/e2e.json" \
+python3 "$HERE/report.py" --criterion "$CRITERION" --e2e "$WORK/e2e.json" --scale "$WORK/scale.json" \
   --spawn "$WORK/spawn.json" --machine "$WORK/machine.txt" --cpus "$(nproc)" --results "$RESULTS"
 say "done in $((SECONDS - START)) s; table written to ${RESULTS#"$REPO"/}"

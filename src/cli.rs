@@ -1,6 +1,6 @@
 //! Command-line parsing: operator-sh's flags, plus the new ones; nothing here checks meaning.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// Watch one kind of Kubernetes object and run the hook named after each event.
@@ -32,14 +32,126 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the variables a hook would get for an event read from stdin, as sorted NAME=value lines
+    /// Print the variables a hook would get for an event read from stdin, sorted by name
     Flatten(FlattenArgs),
+    /// Post a Kubernetes Event about the hook's object (or --object); a repeat within 10 minutes counts on the existing Event
+    Event(EventArgs),
+    /// Print the ownerReferences JSON that makes an object a child of the hook's object
+    OwnerRef,
+    /// Run the hook for one event exactly as the runner would, without watching; exit status is the hook's
+    Replay(Box<ReplayArgs>),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `operator man > ~/.local/share/man/man1/operator.1`
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct EventArgs {
+    /// Why, in UpperCamelCase by convention, e.g. BackupStarted
+    #[arg(long, value_name = "REASON")]
+    pub reason: String,
+
+    /// What happened, for humans (cut at 1024 characters)
+    #[arg(long, value_name = "TEXT")]
+    pub message: String,
+
+    /// Normal or Warning
+    #[arg(long = "type", value_name = "TYPE", value_enum, ignore_case = true, default_value = "Normal")]
+    pub r#type: EventType,
+
+    /// The object the Event is about: KIND/NAMESPACE/NAME, or KIND/NAME for a cluster-scoped kind
+    /// (KIND as for -o) [default: the object of $EVENT_FILE]
+    #[arg(long, value_name = "KIND/NS/NAME")]
+    pub object: Option<String>,
+
+    /// Who reports it: the Event's source, shown as "From" by kubectl describe
+    #[arg(long, value_name = "NAME", default_value = "operator")]
+    pub component: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventType {
+    #[value(name = "Normal")]
+    Normal,
+    #[value(name = "Warning")]
+    Warning,
 }
 
 #[derive(Debug, Args)]
 pub struct FlattenArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+
+    /// Output format
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
+    pub format: crate::format::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `operator replay`: the runner's hook-facing flags, without the watch.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The event: an event file as hooks get it in $EVENT_FILE, or a file written by --record
+    #[arg(value_name = "EVENT_FILE")]
+    pub event: PathBuf,
+
+    /// Directory holding the hooks (added, modified, deleted, sync)
+    #[arg(short = 'h', long, value_name = "DIR", default_value = "./hooks")]
+    pub hooks: PathBuf,
+
+    /// Which event of a --record file holds several: 1 is the first, -1 the last
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub line: Option<i64>,
+
+    /// Run it as this event type instead of the file's: ADDED, MODIFIED, DELETED or SYNC, any case
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+
+    /// The object as it was before this event (a JSON object, or an event holding it)
+    #[arg(long, value_name = "FILE")]
+    pub old: Option<PathBuf>,
+
+    /// Extra variables for the hooks: K=V[,K=V...] (repeatable)
+    #[arg(short = 'E', long, value_name = "K=V[,K=V...]")]
+    pub hook_env: Vec<String>,
+
+    /// Kubeconfig file for the hook (as KUBECONFIG) [default: the runner's environment]
+    #[arg(short = 'k', long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context the hook's kubectl uses
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Log to this file instead of stderr (hooks get it as LOG_FILE)
+    #[arg(short = 'l', long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Lowest level logged: DEBUG, INFO, WARNING (WARN), ERROR or TRACE, any case
+    #[arg(short = 'L', long, value_name = "LEVEL", default_value = "INFO")]
+    pub log_level: String,
+
+    /// Log line format: text or json
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: String,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// A hook running longer is ended (SIGTERM, then SIGKILL) and counts as failed
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub hook_timeout: String,
+
+    /// How long the hook may finish after SIGTERM/SIGINT or a timeout before it is killed
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub grace_period: String,
 }
 
 /// Which parts of the object become variables.
@@ -92,6 +204,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "SEL")]
     pub field_selector: Option<String>,
 
+    /// Only objects whose annotations match, in label-selector syntax, e.g. 'example.com/managed=true'
+    #[arg(long, value_name = "SEL")]
+    pub annotation_selector: Option<String>,
+
+    /// Only objects for which this jq expression gives true, e.g. '.spec.replicas > 1'
+    #[arg(long = "filter", value_name = "EXPR")]
+    pub filter_expr: Option<String>,
+
+    /// No MODIFIED when only .status, resourceVersion, managedFields or generation changed
+    #[arg(long)]
+    pub ignore_status_changes: bool,
+
     /// Only changes: no ADDED for the objects that exist when the runner starts
     #[arg(short = 'c', long)]
     pub changes_only: bool,
@@ -131,7 +255,7 @@ pub struct RunArgs {
     #[arg(short = 'r', long, requires = "queue")]
     pub reset_queue: bool,
 
-    /// Hooks run in parallel for different objects [default: number of CPUs]
+    /// Hooks run in parallel for different objects [default: 4 per CPU, 8 to 64]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
@@ -162,6 +286,52 @@ pub struct RunArgs {
     /// Add this finalizer to every watched object; it is removed only after the deleted hook succeeded
     #[arg(long, value_name = "NAME")]
     pub finalizer: Option<String>,
+
+    #[command(flatten)]
+    pub replicas: ReplicaArgs,
+    /// Append every event delivered to a hook to this file, one JSON line each, for `operator replay`
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+/// Running with replicas (leader election) and being watched (--listen).
+#[derive(Debug, Args)]
+pub struct ReplicaArgs {
+    /// Run hooks only while holding a coordination.k8s.io/v1 Lease; other instances stand by
+    #[arg(long)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease [default: operator-<resource>-<hooks directory name>]
+    #[arg(long, value_name = "NAME", requires = "leader_elect")]
+    pub lease_name: Option<String>,
+
+    /// Namespace of the Lease [default: the service account's, else the kubeconfig context's]
+    #[arg(long, value_name = "NS", requires = "leader_elect")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a Lease holds without renewal; standbys take over after it
+    #[arg(long, value_name = "DURATION", default_value = "15s", requires = "leader_elect")]
+    pub lease_duration: String,
+
+    /// A leader that cannot renew within this time stops its hooks and exits
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "leader_elect")]
+    pub renew_deadline: String,
+
+    /// How often the Lease is renewed, and tried by standbys
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "leader_elect")]
+    pub retry_period: String,
+
+    /// An instance of higher priority takes the Lease over from a lower one, and gives it back when it stops
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, requires = "leader_elect")]
+    pub priority: i32,
+
+    /// Serve /metrics, /healthz and /readyz on this address, e.g. 0.0.0.0:9090 or :9090
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// /healthz answers 503 once the watch (or the Lease) has been failing this long
+    #[arg(long, value_name = "DURATION", default_value = "1m", requires = "listen")]
+    pub unhealthy_after: String,
 }
 
 #[cfg(test)]
@@ -212,9 +382,53 @@ mod tests {
     }
 
     #[test]
+    fn event_subcommand_takes_a_type_in_any_case() {
+        let cli = parse(&["event", "--reason", "R", "--message", "m", "--type", "warning"]).unwrap();
+        let Some(Command::Event(args)) = cli.command else { panic!("no subcommand") };
+        assert_eq!((args.r#type, args.reason.as_str(), args.object), (EventType::Warning, "R", None));
+        assert!(parse(&["event", "--reason", "R", "--message", "m", "--type", "Error"]).is_err());
+    }
+
+    #[test]
+    fn event_type_defaults_to_normal() {
+        let cli = parse(&["event", "--reason", "R", "--message", "m", "--object", "pods/ns/p"]).unwrap();
+        let Some(Command::Event(args)) = cli.command else { panic!("no subcommand") };
+        assert_eq!((args.r#type, args.object.as_deref()), (EventType::Normal, Some("pods/ns/p")));
+    }
+
+    #[test]
+    fn replay_takes_the_runners_hook_flags_and_no_object() {
+        let cli =
+            parse(&["replay", "-h", "hooks/pvc", "-E", "A=1", "-s", "--prefix", "X", "--type", "sync", "ev.json"])
+                .unwrap();
+        let Some(Command::Replay(args)) = cli.command else { panic!("no subcommand") };
+        assert_eq!(args.hooks, PathBuf::from("hooks/pvc"));
+        assert_eq!(args.event, PathBuf::from("ev.json"));
+        assert_eq!(args.event_type.as_deref(), Some("sync"));
+        assert!(args.filter.filter_spec);
+    }
+
+    #[test]
+    fn flatten_format_defaults_to_env_and_refuses_unknown_formats() {
+        let Some(Command::Flatten(args)) = parse(&["flatten"]).unwrap().command else { panic!() };
+        assert_eq!(args.format, crate::format::Format::Env);
+        assert!(parse(&["flatten", "--format", "yaml"]).is_err());
+    }
+
+    #[test]
     fn reset_queue_needs_a_queue() {
         assert!(parse(&["-o", "pods", "-r"]).is_err());
         assert!(parse(&["-o", "pods", "-q", "/tmp/q", "-r"]).is_ok());
+    }
+
+    #[test]
+    fn lease_flags_need_leader_elect_and_listen_flags_need_listen() {
+        assert!(parse(&["-o", "pods", "--priority", "100"]).is_err());
+        assert!(parse(&["-o", "pods", "--lease-duration", "4s"]).is_err());
+        assert!(parse(&["-o", "pods", "--unhealthy-after", "5s"]).is_err());
+        let cli = parse(&["-o", "pods", "--leader-elect", "--priority", "-1", "--listen", ":9090"]).unwrap();
+        assert_eq!(cli.run.replicas.priority, -1);
+        assert_eq!(cli.run.replicas.lease_duration, "15s");
     }
 
     #[test]

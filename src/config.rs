@@ -1,8 +1,11 @@
 //! The validated configuration: every flag checked and converted once, before anything runs.
 
 use crate::cli::RunArgs;
+use crate::filter::{FilterError, ObjectFilter};
 use crate::flatten;
+use crate::selector::SelectorError;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,9 @@ pub struct Config {
     pub context: Option<String>,
     pub label_selector: Option<String>,
     pub field_selector: Option<String>,
+    /// --annotation-selector and --filter, parsed and compiled.
+    pub object_filter: Arc<ObjectFilter>,
+    pub ignore_status_changes: bool,
     pub changes_only: bool,
     pub hook_env: Vec<(String, String)>,
     pub log: LogConfig,
@@ -102,6 +108,28 @@ pub struct Config {
     pub hook_timeout: Duration,
     pub grace_period: Duration,
     pub finalizer: Option<String>,
+    pub leader: Option<LeaderConfig>,
+    pub listen: Option<ListenConfig>,
+    /// --record: every delivered event is appended here.
+    pub record: Option<PathBuf>,
+}
+
+/// --leader-elect and its flags.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    /// None: derived from the resource and the hooks directory once the type is resolved.
+    pub name: Option<String>,
+    /// None: the service account's or kubeconfig context's namespace.
+    pub namespace: Option<String>,
+    pub priority: i32,
+    pub timing: crate::leader::Timing,
+}
+
+/// --listen and its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenConfig {
+    pub addr: std::net::SocketAddr,
+    pub unhealthy_after: Duration,
 }
 
 impl Config {
@@ -121,6 +149,8 @@ impl Config {
             context: args.context,
             label_selector: non_empty("--label-selector", args.label_selector)?,
             field_selector: non_empty("--field-selector", args.field_selector)?,
+            object_filter: Arc::new(object_filter(args.annotation_selector, args.filter_expr)?),
+            ignore_status_changes: args.ignore_status_changes,
             changes_only: args.changes_only,
             hook_env: hook_env(&args.hook_env)?,
             log,
@@ -133,8 +163,26 @@ impl Config {
             hook_timeout: positive_duration("--hook-timeout", &args.hook_timeout)?,
             grace_period: duration("--grace-period", &args.grace_period)?,
             finalizer: args.finalizer.map(finalizer).transpose()?,
+            leader: leader(&args.replicas)?,
+            listen: listen(&args.replicas)?,
+            record: args.record.map(|p| cwd.join(p)),
         })
     }
+}
+
+/// Parsed and compiled once: a bad one is a usage error at start, naming its position.
+fn object_filter(annotations: Option<String>, jq: Option<String>) -> Result<ObjectFilter, ConfigError> {
+    let annotations = match annotations {
+        Some(text) => {
+            Some(text.parse().map_err(|e: SelectorError| invalid("--annotation-selector", &text, e.to_string()))?)
+        }
+        None => None,
+    };
+    let jq = match jq {
+        Some(text) => Some(text.parse().map_err(|e: FilterError| invalid("--filter", &text, e.to_string()))?),
+        None => None,
+    };
+    Ok(ObjectFilter { annotations, jq })
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -248,11 +296,13 @@ fn prefix(filter: crate::cli::FilterArgs) -> Result<flatten::Options, ConfigErro
     Ok(flatten::Options { prefix: filter.prefix, filter_spec: filter.filter_spec, filter_status: filter.filter_status })
 }
 
+/// Hooks mostly wait (kubectl round trips, Jobs, watches) rather than compute, so the
+/// default runs more of them than there are CPUs: 4 per CPU, at least 8, at most 64.
 fn workers(value: Option<usize>) -> Result<usize, ConfigError> {
     match value {
         Some(0) => Err(invalid("--workers", "0", "must be at least 1")),
         Some(n) => Ok(n),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_mul(4).clamp(8, 64)),
     }
 }
 
@@ -267,6 +317,35 @@ fn finalizer(name: String) -> Result<String, ConfigError> {
     } else {
         Err(invalid("--finalizer", &name, "expected a qualified name such as example.com/cleanup"))
     }
+}
+
+fn leader(args: &crate::cli::ReplicaArgs) -> Result<Option<LeaderConfig>, ConfigError> {
+    if !args.leader_elect {
+        return Ok(None);
+    }
+    if let Some(name) = args.lease_name.as_deref().filter(|n| !crate::leader::valid_lease_name(n)) {
+        return Err(invalid("--lease-name", name, "expected a DNS name: lower-case letters, digits, '-' and '.'"));
+    }
+    let timing = crate::leader::Timing {
+        lease_duration: positive_duration("--lease-duration", &args.lease_duration)?,
+        renew_deadline: positive_duration("--renew-deadline", &args.renew_deadline)?,
+        retry_period: positive_duration("--retry-period", &args.retry_period)?,
+    };
+    if timing.renew_deadline >= timing.lease_duration {
+        return Err(invalid("--renew-deadline", &args.renew_deadline, "must be shorter than --lease-duration"));
+    }
+    // As client-go: a renewal gets at least one retry with jitter before the deadline.
+    if timing.renew_deadline.as_secs_f64() <= 1.2 * timing.retry_period.as_secs_f64() {
+        return Err(invalid("--retry-period", &args.retry_period, "must be shorter than --renew-deadline / 1.2"));
+    }
+    let namespace = non_empty("--lease-namespace", args.lease_namespace.clone())?;
+    Ok(Some(LeaderConfig { name: args.lease_name.clone(), namespace, priority: args.priority, timing }))
+}
+
+fn listen(args: &crate::cli::ReplicaArgs) -> Result<Option<ListenConfig>, ConfigError> {
+    let Some(value) = &args.listen else { return Ok(None) };
+    let addr = crate::listen::parse_addr(value).map_err(|reason| invalid("--listen", value, reason))?;
+    Ok(Some(ListenConfig { addr, unhealthy_after: positive_duration("--unhealthy-after", &args.unhealthy_after)? }))
 }
 
 #[cfg(test)]
@@ -346,6 +425,45 @@ mod tests {
     fn missing_hooks_dir_is_named() {
         let err = hooks_dir(Path::new("/no/such/dir")).unwrap_err().to_string();
         assert!(err.contains("/no/such/dir"), "{err}");
+    }
+
+    fn replica_args(extra: &[&str]) -> crate::cli::ReplicaArgs {
+        use clap::Parser;
+        let args = ["operator", "-o", "pods", "--leader-elect"].iter().chain(extra);
+        crate::cli::Cli::try_parse_from(args).unwrap().run.replicas
+    }
+
+    #[test]
+    fn lease_timings_default_to_client_go_and_must_be_ordered() {
+        let cfg = leader(&replica_args(&[])).unwrap().unwrap();
+        assert_eq!(cfg.timing.lease_duration, Duration::from_secs(15));
+        assert_eq!(cfg.timing.renew_deadline, Duration::from_secs(10));
+        assert_eq!(cfg.timing.retry_period, Duration::from_secs(2));
+        let err = leader(&replica_args(&["--lease-duration", "5s"])).unwrap_err().to_string();
+        assert!(err.contains("--renew-deadline"), "{err}");
+        let err = leader(&replica_args(&["--retry-period", "9s"])).unwrap_err().to_string();
+        assert!(err.contains("--retry-period"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_lease_name_is_named() {
+        let err = leader(&replica_args(&["--lease-name", "Not_A_Name"])).unwrap_err().to_string();
+        assert!(err.contains("--lease-name") && err.contains("Not_A_Name"), "{err}");
+    }
+
+    #[test]
+    fn a_listen_address_needs_an_ip_and_port() {
+        let err = listen(&replica_args(&["--listen", "nowhere"])).unwrap_err().to_string();
+        assert!(err.contains("--listen") && err.contains("'nowhere'"), "{err}");
+        let ok = listen(&replica_args(&["--listen", ":9090"])).unwrap().unwrap();
+        assert_eq!(ok.unhealthy_after, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn default_workers_are_four_per_cpu_between_8_and_64() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(workers(None).unwrap(), (4 * cpus).clamp(8, 64));
+        assert_eq!(workers(Some(3)).unwrap(), 3, "an explicit value is kept");
     }
 
     #[test]

@@ -1,22 +1,25 @@
 //! Delivers one event to its hook: variables, event file, retries with backoff, failure reporting.
 
 use crate::config::RetryPolicy;
+use crate::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::fields::{self, FieldPath};
 use crate::finalizer::Finalizers;
 use crate::flatten::{self, Flattened};
-use crate::hooks::HookDir;
-use crate::hooks::env::{self, Settings};
+use crate::hooks::env::{Environment, HookCommand, Settings};
 use crate::hooks::spawn::{self, Limits, Outcome};
+use crate::hooks::{Handler, HookDir};
 use crate::journal::Journal;
 use crate::queue::Job;
 use crate::report::Reporter;
-use crate::watch::{EventType, FinalizerAction, ObjectEvent};
 use serde_json::Value;
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// A hook exiting with this status has failed for good: it is not retried.
@@ -44,7 +47,7 @@ pub enum Delivered {
 
 pub struct Deliverer {
     pub hooks: HookDir,
-    pub settings: Settings,
+    pub env: Environment,
     pub flatten: flatten::Options,
     pub retry: RetryPolicy,
     pub limits: Limits,
@@ -53,7 +56,17 @@ pub struct Deliverer {
     pub reporter: Option<Reporter>,
     pub journal: Option<Arc<Journal>>,
     pub finalizers: Option<Finalizers>,
+    /// The object last given to each key's ADDED or MODIFIED handlers (EVENT_OLD_FILE).
+    /// It shares its text with the watch's tracker, so it costs no memory of its own
+    /// unless the two differ.
+    delivered: Mutex<HashMap<Arc<str>, Arc<str>>>,
     seq: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("the {0} hook failed: {1}")]
+    Lifecycle(String, String),
 }
 
 impl Deliverer {
@@ -70,7 +83,7 @@ impl Deliverer {
     ) -> Self {
         Deliverer {
             hooks,
-            settings,
+            env: Environment::new(&settings),
             flatten,
             retry,
             limits,
@@ -79,6 +92,7 @@ impl Deliverer {
             reporter,
             journal: None,
             finalizers: None,
+            delivered: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
         }
     }
@@ -109,64 +123,185 @@ impl Deliverer {
         delivered
     }
 
+    /// The finalizer is edited by name: the key is `namespace/name` (or `name`), so the
+    /// object need not be parsed for it.
     async fn edit_finalizer(&self, ev: &ObjectEvent, add: bool) {
-        let (Some(f), Ok(object)) = (&self.finalizers, serde_json::from_str::<Value>(&ev.object)) else {
-            return;
-        };
+        let Some(f) = &self.finalizers else { return };
         let (verb, done) = if add { ("add", "added") } else { ("remove", "removed") };
-        let result = if add { f.add(&object).await } else { f.remove(&object).await };
-        match result {
+        let (ns, name) = match ev.key.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, &*ev.key),
+        };
+        match f.edit(ns, name, add).await {
             Ok(()) => tracing::debug!("{}: finalizer {} {done}", ev.key, f.name),
             Err(e) => tracing::error!("{}: cannot {verb} finalizer {}: {e}", ev.key, f.name),
         }
     }
 
+    /// Runs the event's handlers and field hooks with retries, exactly as the runner does
+    /// for a watch event; `operator replay` calls this too. The object is parsed once,
+    /// here, and only when something is to run. The old object is `ev.old` if given,
+    /// else the object this deliverer last delivered for the key.
     pub async fn deliver(&self, ev: &ObjectEvent) -> Delivered {
-        let hook_name = ev.kind.hook_name();
-        let program = match self.hooks.find(hook_name) {
-            Ok(Some(p)) => p,
-            Ok(None) => {
+        let old = self.old_object(ev);
+        let (handlers, mut problems) = self.hooks.handlers(ev.kind.hook_name());
+        let (fields, field_problems) = match ev.kind {
+            EventType::Added | EventType::Modified => self.hooks.field_hooks(),
+            _ => (Vec::new(), Vec::new()),
+        };
+        problems.extend(field_problems);
+        for e in &problems {
+            tracing::error!("{e} (for {} of {}: skipped, the other handlers run)", ev.kind.as_str(), ev.key);
+        }
+        let mut result = if problems.is_empty() { Delivered::Done } else { Delivered::Failed };
+        if handlers.is_empty() && fields.is_empty() {
+            if problems.is_empty() {
                 tracing::debug!("No event handler exists for event {}. Ignoring.", ev.kind.as_str());
-                return Delivered::Done;
             }
-            Err(e) => {
-                tracing::error!("{e} (event {} of {} skipped)", ev.kind.as_str(), ev.key);
-                return Delivered::Failed;
+            self.remember(ev);
+            return result;
+        }
+        let Some(object) = parse(ev, &ev.object, "") else { return Delivered::Failed };
+        let mut runs: Vec<Run> = handlers.into_iter().map(|h| Run::of(h, "its event")).collect();
+        runs.extend(self.field_runs(ev, fields, old.as_deref(), &object));
+        if runs.is_empty() {
+            tracing::debug!("{} {}: no field hook's field changed", ev.kind.as_str(), ev.key);
+            self.remember(ev);
+            return result;
+        }
+        let outcome = self.run_all(ev, &object, old.as_deref(), runs).await;
+        if outcome != Delivered::Interrupted {
+            self.remember(ev);
+        }
+        if outcome != Delivered::Done {
+            result = outcome;
+        }
+        result
+    }
+
+    /// EVENT_OLD_FILE's object: none for ADDED (a new object) and SYNC.
+    fn old_object(&self, ev: &ObjectEvent) -> Option<Arc<str>> {
+        match ev.kind {
+            EventType::Modified | EventType::Deleted => {
+                ev.old.clone().or_else(|| self.delivered.lock().expect("delivered lock").get(&ev.key).cloned())
             }
-        };
-        let text = format!("{{\"type\":\"{}\",\"object\":{}}}", ev.kind.as_str(), ev.object);
-        let Some(event) = self.decode(ev, &text) else {
-            return Delivered::Failed;
-        };
-        let file = match self.write_event_file(&text) {
-            Ok(f) => f,
+            EventType::Added | EventType::Sync => None,
+        }
+    }
+
+    /// What the hooks of this key were given last: an ADDED or MODIFIED object.
+    fn remember(&self, ev: &ObjectEvent) {
+        let mut delivered = self.delivered.lock().expect("delivered lock");
+        match ev.kind {
+            EventType::Added | EventType::Modified => {
+                delivered.insert(ev.key.clone(), ev.object.clone());
+            }
+            EventType::Deleted => {
+                delivered.remove(&ev.key);
+            }
+            EventType::Sync => {}
+        }
+    }
+
+    /// The field hooks whose field differs between the old object and this one.
+    fn field_runs(
+        &self,
+        ev: &ObjectEvent,
+        hooks: Vec<(Handler, FieldPath)>,
+        old: Option<&str>,
+        object: &Value,
+    ) -> Vec<Run> {
+        if hooks.is_empty() {
+            return Vec::new();
+        }
+        let old = old.and_then(|text| parse(ev, text, "previous "));
+        let mut runs = Vec::new();
+        for (handler, path) in hooks {
+            let Some(change) = fields::change(&path, old.as_ref(), object) else {
+                tracing::debug!("{}: {} unchanged, {} not run", ev.key, path.text, handler.name);
+                continue;
+            };
+            let mut run = Run::of(handler, "its field changed");
+            run.extra.push(("EVENT_FIELD".into(), path.text.into()));
+            for (name, value) in [("EVENT_FIELD_OLD", change.old), ("EVENT_FIELD_NEW", change.new)] {
+                if value.len() > MAX_FIELD_VALUE {
+                    tracing::warn!("{}: {name} for {} left out: longer than 64 KiB", ev.key, run.handler.name);
+                } else {
+                    run.extra.push((name.into(), value.into()));
+                }
+            }
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// Flattens once, writes the event files once, then runs each handler in order.
+    async fn run_all(&self, ev: &ObjectEvent, object: &Value, old: Option<&str>, runs: Vec<Run>) -> Delivered {
+        let Some(flat) = self.flatten(ev, object) else { return Delivered::Failed };
+        let files = match self.write_files(ev, old) {
+            Ok(files) => files,
             Err(e) => {
                 tracing::error!("cannot write the event file for {}: {e}", ev.key);
                 return Delivered::Failed;
             }
         };
-        let cmd = env::command(program, event.vars, file.clone(), &self.settings);
-        if !cmd.dropped.is_empty() {
+        let reserve: usize = files.iter().map(|(k, v)| env_bytes_of(k, v)).sum::<usize>()
+            + runs.iter().map(|r| r.extra.iter().map(|(k, v)| env_bytes_of(k, v)).sum::<usize>()).max().unwrap_or(0);
+        let (vars, dropped) = self.env.event_vars(flat.vars, reserve);
+        if !dropped.is_empty() {
             tracing::warn!(
                 "{}: left out {} (the environment would be too large; see EVENT_FILE)",
                 ev.key,
-                cmd.dropped.join(", ")
+                dropped.join(", ")
             );
         }
-        let result = self.run_with_retries(&cmd, ev, &text).await;
-        let _ = std::fs::remove_file(&file);
+        let names: Vec<&str> = runs.iter().map(|r| r.handler.name.as_str()).collect();
+        tracing::debug!("{} {}: running {}", ev.kind.as_str(), ev.key, names.join(", "));
+        let result = self.run_in_order(ev, object, &vars, &files, runs).await;
+        for (_, path) in &files {
+            let _ = std::fs::remove_file(path);
+        }
         result
     }
 
-    fn decode(&self, ev: &ObjectEvent, text: &str) -> Option<Flattened> {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!("event {} of {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
-                return None;
+    async fn run_in_order(
+        &self,
+        ev: &ObjectEvent,
+        object: &Value,
+        vars: &Arc<[(OsString, OsString)]>,
+        files: &[(OsString, OsString)],
+        runs: Vec<Run>,
+    ) -> Delivered {
+        let mut result = Delivered::Done;
+        let total = runs.len();
+        for (i, run) in runs.into_iter().enumerate() {
+            tracing::debug!("{} {}: {} runs because {}", ev.kind.as_str(), ev.key, run.handler.name, run.why);
+            let mut extra = files.to_vec();
+            extra.extend(run.extra);
+            let cmd = self.env.command(run.handler.path, vars.clone(), extra);
+            match self.run_with_retries(&cmd, &run.handler.name, ev, object).await {
+                Ran::Succeeded => {}
+                Ran::Failed => result = Delivered::Failed,
+                Ran::Interrupted => return Delivered::Interrupted,
+                Ran::Stopped => {
+                    if i + 1 < total {
+                        tracing::warn!(
+                            "{}: {} exited with {PERMANENT_FAILURE}: the {} remaining handler(s) of {} are not run",
+                            ev.key,
+                            run.handler.name,
+                            total - i - 1,
+                            ev.kind.as_str()
+                        );
+                    }
+                    return Delivered::Failed;
+                }
             }
-        };
-        match flatten::flatten(&value, &self.flatten) {
+        }
+        result
+    }
+
+    fn flatten(&self, ev: &ObjectEvent, object: &Value) -> Option<Flattened> {
+        match flatten::flatten_object(ev.kind.as_str(), object, &self.flatten) {
             Ok(f) => {
                 for c in &f.collisions {
                     tracing::debug!("{}: {} comes from {}; {} is left out", ev.key, c.name, c.kept, c.dropped);
@@ -183,50 +318,175 @@ impl Deliverer {
         }
     }
 
-    fn write_event_file(&self, text: &str) -> std::io::Result<PathBuf> {
+    /// EVENT_FILE, and EVENT_OLD_FILE when there is an old object.
+    fn write_files(&self, ev: &ObjectEvent, old: Option<&str>) -> std::io::Result<Vec<(OsString, OsString)>> {
+        let mut files = vec![("EVENT_FILE".into(), self.write_event_file(ev)?.into())];
+        if let Some(old) = old {
+            match self.write_private_file("old", old.as_bytes()) {
+                Ok(path) => files.push(("EVENT_OLD_FILE".into(), path.into())),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&files[0].1);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// `{"type":T,"object":O}` from the object's text as it is: no serializer, no parser.
+    fn write_event_file(&self, ev: &ObjectEvent) -> std::io::Result<PathBuf> {
+        let kind = ev.kind.as_str();
+        let mut text = Vec::with_capacity(ev.object.len() + kind.len() + 24);
+        text.extend_from_slice(b"{\"type\":\"");
+        text.extend_from_slice(kind.as_bytes());
+        text.extend_from_slice(b"\",\"object\":");
+        text.extend_from_slice(ev.object.as_bytes());
+        text.push(b'}');
+        self.write_private_file("event", &text)
+    }
+
+    fn write_private_file(&self, what: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let path = self.event_dir.join(format!("event-{n}.json"));
+        let path = self.event_dir.join(format!("{what}-{n}.json"));
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         Ok(path)
     }
 
-    async fn run_with_retries(&self, cmd: &env::HookCommand, ev: &ObjectEvent, text: &str) -> Delivered {
-        let label = format!("{} {}", ev.kind.hook_name(), ev.key);
+    /// One handler, retried on its own; an INFO line with the duration for every run.
+    async fn run_with_retries(&self, cmd: &HookCommand, name: &str, ev: &ObjectEvent, object: &Value) -> Ran {
+        let label = format!("{name} {}", ev.key);
         let mut attempt: u32 = 0;
         loop {
+            let started = Instant::now();
             let outcome = spawn::run(cmd, &label, self.limits, &self.stop).await;
+            let took = started.elapsed();
+            tracing::info!("hook {name} for {} {} in {}", ev.key, outcome.describe(), millis(took));
+            crate::metrics::hook_run(name, &outcome, took);
             match outcome {
-                Outcome::Succeeded => return Delivered::Done,
-                Outcome::Interrupted => return Delivered::Interrupted,
+                Outcome::Succeeded => return Ran::Succeeded,
+                Outcome::Interrupted => return Ran::Interrupted,
                 _ => {}
             }
-            let what = format!("hook {} for {} {}", ev.kind.hook_name(), ev.key, outcome.describe());
-            let permanent = matches!(outcome, Outcome::Failed(PERMANENT_FAILURE) | Outcome::NotStarted(_));
+            let what = format!("hook {name} for {} {}", ev.key, outcome.describe());
+            let stop = matches!(outcome, Outcome::Failed(PERMANENT_FAILURE));
+            let permanent = stop || matches!(outcome, Outcome::NotStarted(_));
             if permanent || attempt >= self.retry.retries {
                 let why = if permanent { "not retried" } else { "no retries left" };
                 tracing::error!("{what}; {why}");
-                self.report(text, &format!("{what}; {why}")).await;
-                return Delivered::Failed;
+                self.report(object, &format!("{what}; {why}")).await;
+                return if stop { Ran::Stopped } else { Ran::Failed };
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
+            crate::metrics::hook_retry(name);
             tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.stop.cancelled() => return Delivered::Interrupted,
+                _ = self.stop.cancelled() => return Ran::Interrupted,
             }
             attempt += 1;
         }
     }
 
-    async fn report(&self, text: &str, message: &str) {
-        let Some(reporter) = &self.reporter else {
-            return;
-        };
-        if let Ok(event) = serde_json::from_str::<Value>(text) {
-            reporter.warn(&event["object"], "HookFailed", message).await;
+    async fn report(&self, object: &Value, message: &str) {
+        if let Some(reporter) = &self.reporter {
+            reporter.warn(object, "HookFailed", message).await;
         }
     }
+
+    /// `<hooks>/startup` or `<hooks>/shutdown`: the runner's variables only, no event.
+    /// Startup is retried like an event hook; shutdown runs once, within `limits`.
+    pub async fn run_lifecycle(
+        &self,
+        name: &str,
+        limits: Limits,
+        retry: bool,
+        stop: &CancellationToken,
+    ) -> Result<(), DeliverError> {
+        let program = match self.hooks.find(name) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(DeliverError::Lifecycle(name.to_string(), e.to_string())),
+        };
+        let cmd = self.env.command(program.clone(), Vec::new().into(), Vec::new());
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let outcome = spawn::run(&cmd, name, limits, stop).await;
+            tracing::info!("hook {name} {} in {}", outcome.describe(), millis(started.elapsed()));
+            let what = match outcome {
+                Outcome::Succeeded | Outcome::Interrupted => return Ok(()),
+                Outcome::NotStarted(_) | Outcome::Failed(PERMANENT_FAILURE) => {
+                    format!("{} {}; not retried", program.display(), outcome.describe())
+                }
+                _ if !retry || attempt >= self.retry.retries => {
+                    format!("{} {}; no retries left", program.display(), outcome.describe())
+                }
+                _ => {
+                    let delay = backoff(&self.retry, attempt, rand::random::<f64>());
+                    tracing::error!(
+                        "hook {} {}; retry {} of {} in {delay:?}",
+                        program.display(),
+                        outcome.describe(),
+                        attempt + 1,
+                        self.retry.retries
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return Ok(()),
+                    }
+                    attempt += 1;
+                    continue;
+                }
+            };
+            return Err(DeliverError::Lifecycle(name.to_string(), what));
+        }
+    }
+}
+
+/// How one handler's runs ended.
+enum Ran {
+    Succeeded,
+    /// Failed for good; the event's other handlers still run.
+    Failed,
+    /// Exited with 100: the event's remaining handlers are not run.
+    Stopped,
+    Interrupted,
+}
+
+/// One handler to run for an event, why, and the variables only it gets.
+struct Run {
+    handler: Handler,
+    why: &'static str,
+    extra: Vec<(OsString, OsString)>,
+}
+
+impl Run {
+    fn of(handler: Handler, why: &'static str) -> Run {
+        Run { handler, why, extra: Vec::new() }
+    }
+}
+
+/// EVENT_FIELD_OLD and EVENT_FIELD_NEW longer than this are left out (see EVENT_FILE).
+const MAX_FIELD_VALUE: usize = 64 * 1024;
+
+fn parse(ev: &ObjectEvent, text: &str, which: &str) -> Option<Value> {
+    match serde_json::from_str(text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!("the {which}object of {} {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
+            None
+        }
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Bytes a `NAME=value` variable takes in the environment block.
+fn env_bytes_of(name: &OsString, value: &OsString) -> usize {
+    name.len() + value.len() + 2 + 8
 }
 
 /// Exponential backoff with jitter: between half and all of min·2^attempt, capped at max.

@@ -3,7 +3,7 @@
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Conflicting writers are retried this many times.
 const ATTEMPTS: usize = 5;
@@ -17,19 +17,10 @@ pub struct Finalizers {
 }
 
 impl Finalizers {
-    pub async fn add(&self, object: &Value) -> Result<(), kube::Error> {
-        self.edit(object, true).await
-    }
-
-    pub async fn remove(&self, object: &Value) -> Result<(), kube::Error> {
-        self.edit(object, false).await
-    }
-
+    /// Adds (`add`) or removes the finalizer on the object `name` in `ns`.
     /// Read-modify-write with the resourceVersion as precondition, so other
     /// finalizers changed meanwhile are never lost.
-    async fn edit(&self, object: &Value, add: bool) -> Result<(), kube::Error> {
-        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        let ns = object.pointer("/metadata/namespace").and_then(Value::as_str);
+    pub async fn edit(&self, ns: Option<&str>, name: &str, add: bool) -> Result<(), kube::Error> {
         let api: Api<DynamicObject> = match ns {
             Some(ns) if self.namespaced => Api::namespaced_with(self.client.clone(), ns, &self.resource),
             _ => Api::all_with(self.client.clone(), &self.resource),

@@ -1,6 +1,5 @@
 //! Turns a watch event into EVENT_* variables: a pure function, no I/O.
 
-use flatten_json_object::{ArrayFormatting, Flattener};
 use serde_json::Value;
 
 /// Joins path components while flattening; a control character that no
@@ -15,7 +14,7 @@ pub enum FlattenError {
     #[error("an event must be a JSON object")]
     NotAnObject,
     #[error("a field name contains the control character U+001F")]
-    AmbiguousKey(#[source] flatten_json_object::Error),
+    AmbiguousKey,
 }
 
 /// What to keep and how to name it.
@@ -55,57 +54,103 @@ pub struct Flattened {
     pub rejected: Vec<Rejected>,
 }
 
-/// Flattens `event` (`{"type": T, "object": O}`) into variables.
+/// Flattens `event` (`{"type": T, "object": O}`, or any JSON object) into variables.
 pub fn flatten(event: &Value, opts: &Options) -> Result<Flattened, FlattenError> {
     if !event.is_object() {
         return Err(FlattenError::NotAnObject);
     }
-    let flat = Flattener::new()
-        .set_key_separator(&SEP.to_string())
-        .set_array_formatting(ArrayFormatting::Plain)
-        .flatten(event)
-        .map_err(FlattenError::AmbiguousKey)?;
-    let Value::Object(map) = flat else {
-        return Err(FlattenError::NotAnObject);
-    };
-    let mut named: Vec<(String, String, String)> = map
-        .into_iter()
-        .filter(|(path, _)| keep_path(path, opts))
-        .map(|(path, value)| (var_name(&opts.prefix, &path), path, scalar(value)))
-        .collect();
-    named.sort();
-    Ok(dedupe_and_check(named))
+    let mut walk = Walk::new(opts, String::new());
+    walk.value(event)?;
+    Ok(walk.finish())
 }
 
-fn keep_path(path: &str, opts: &Options) -> bool {
-    let under = |top: &str| {
-        let full = format!("object{SEP}{top}");
-        path == full || path.starts_with(&format!("{full}{SEP}"))
-    };
-    !(opts.filter_spec && under("spec") || opts.filter_status && under("status"))
+/// The variables of an event of type `kind` about `object`, without building the
+/// `{"type", "object"}` wrapper: what the runner does for every event.
+pub fn flatten_object(kind: &str, object: &Value, opts: &Options) -> Result<Flattened, FlattenError> {
+    let mut walk = Walk::new(opts, "object".into());
+    walk.name.push_str("_OBJECT");
+    walk.value(object)?;
+    walk.leaves.push((format!("{}_TYPE", opts.prefix), "type".into(), kind.into()));
+    Ok(walk.finish())
 }
 
-/// `PREFIX_` + the path, upper-cased, every character outside `[A-Z0-9_]` as `_`.
-pub fn var_name(prefix: &str, path: &str) -> String {
-    let mut name = String::with_capacity(prefix.len() + 1 + path.len());
-    name.push_str(prefix);
+/// One depth-first walk of the parsed value; `name` and `path` grow and shrink with it.
+struct Walk<'a> {
+    opts: &'a Options,
+    name: String,
+    path: String,
+    /// (variable name, path joined with SEP, value)
+    leaves: Vec<(String, String, String)>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(opts: &'a Options, path: String) -> Self {
+        Walk { opts, name: opts.prefix.clone(), path, leaves: Vec::with_capacity(128) }
+    }
+
+    fn value(&mut self, v: &Value) -> Result<(), FlattenError> {
+        match v {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    if key.contains(SEP) {
+                        return Err(FlattenError::AmbiguousKey);
+                    }
+                    if !self.filtered(key) {
+                        self.child(key, child)?;
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    self.child(&i.to_string(), child)?;
+                }
+            }
+            leaf => self.leaves.push((self.name.clone(), self.path.clone(), scalar(leaf))),
+        }
+        Ok(())
+    }
+
+    fn child(&mut self, key: &str, child: &Value) -> Result<(), FlattenError> {
+        let (name_len, path_len) = (self.name.len(), self.path.len());
+        push_name(&mut self.name, key);
+        if !self.path.is_empty() {
+            self.path.push(SEP);
+        }
+        self.path.push_str(key);
+        let result = self.value(child);
+        self.name.truncate(name_len);
+        self.path.truncate(path_len);
+        result
+    }
+
+    /// -s and -S: the object's own spec and status only.
+    fn filtered(&self, key: &str) -> bool {
+        self.path == "object" && (self.opts.filter_spec && key == "spec" || self.opts.filter_status && key == "status")
+    }
+
+    fn finish(mut self) -> Flattened {
+        self.leaves.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        dedupe_and_check(self.leaves)
+    }
+}
+
+fn push_name(name: &mut String, key: &str) {
     name.push('_');
-    for c in path.chars() {
+    for c in key.chars() {
         let c = c.to_ascii_uppercase();
         name.push(if c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' { c } else { '_' });
     }
-    name
 }
 
-fn scalar(value: Value) -> String {
+fn scalar(value: &Value) -> String {
     match value {
-        Value::String(s) => s,
+        Value::String(s) => s.clone(),
         Value::Bool(true) => "1".into(),
         Value::Bool(false) => "0".into(),
         Value::Null => String::new(),
         Value::Number(n) => n.to_string(),
-        // Only empty containers are left after flattening, and they are dropped earlier.
-        other => other.to_string(),
+        // Containers are walked into; an empty one gives no variable.
+        Value::Array(_) | Value::Object(_) => String::new(),
     }
 }
 
@@ -254,6 +299,23 @@ mod tests {
         let f = flatten(&json!({"a": "x".repeat(MAX_VAR_BYTES)}), &Options::default()).unwrap();
         assert!(f.vars.is_empty());
         assert_eq!(f.rejected[0].reason, "it is longer than 128 KiB");
+    }
+
+    #[test]
+    fn flattening_the_object_alone_gives_what_the_wrapped_event_gives() {
+        let object = json!({"metadata": {"name": "web", "labels": {"a-b": "x", "a.b": "y"}},
+            "spec": {"containers": [{"image": "nginx", "ports": []}], "x": null}, "status": {"ok": true}});
+        for (spec, status) in [(false, false), (true, false), (false, true)] {
+            let opts = Options { filter_spec: spec, filter_status: status, ..Options::default() };
+            let wrapped = flatten(&json!({"type": "MODIFIED", "object": object.clone()}), &opts).unwrap();
+            assert_eq!(flatten_object("MODIFIED", &object, &opts).unwrap(), wrapped);
+        }
+    }
+
+    #[test]
+    fn a_key_holding_the_separator_is_an_error() {
+        let e = json!({"object": {"a\u{1f}b": 1}});
+        assert!(matches!(flatten(&e, &Options::default()), Err(FlattenError::AmbiguousKey)));
     }
 
     #[test]

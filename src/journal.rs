@@ -1,7 +1,7 @@
 //! The durable queue (-q): every event is appended and fsynced before its hook runs and
 //! marked done after, so events a crash interrupted are delivered again on start.
 
-use crate::watch::{EventType, FinalizerAction, ObjectEvent};
+use crate::event::{EventType, FinalizerAction, ObjectEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -120,16 +120,18 @@ impl Journal {
 }
 
 fn add_line(id: u64, ev: &ObjectEvent) -> String {
-    let object = serde_json::value::RawValue::from_string(ev.object.to_string()).ok();
     let rec = Record {
         op: Op::Add,
         id,
         kind: Some(ev.kind),
         key: Some(ev.key.to_string()),
         finalizer: Some(ev.finalizer),
-        object: object.as_deref(),
+        object: None,
     };
-    serde_json::to_string(&rec).expect("serializable")
+    // The object is already compact JSON: spliced in as it is rather than parsed again.
+    let head = serde_json::to_string(&rec).expect("serializable");
+    let head = head.strip_suffix('}').expect("a JSON object");
+    format!("{head},\"object\":{}}}", ev.object)
 }
 
 fn to_event(line: &str) -> Option<ObjectEvent> {
@@ -138,6 +140,7 @@ fn to_event(line: &str) -> Option<ObjectEvent> {
         kind: rec.kind?,
         key: rec.key?.into(),
         object: rec.object?.get().into(),
+        old: None,
         finalizer: rec.finalizer.unwrap_or_default(),
         id: rec.id,
         hook: true,
@@ -203,6 +206,7 @@ mod tests {
             kind: EventType::Modified,
             key: key.into(),
             object: format!("{{\"metadata\":{{\"name\":\"{key}\"}}}}").into(),
+            old: None,
             finalizer: FinalizerAction::None,
             id: 0,
             hook: true,

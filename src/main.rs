@@ -1,8 +1,9 @@
 //! `operator`: parses the command line, runs, and maps every error to one exit status.
 
 use clap::Parser;
-use operator::{cli, config, flatten, log, run};
+use operator::{cli, completions, config, event_cmd, flatten, format, log, owner_ref, replay, run};
 use std::io::Read;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Every way the program can end, and its exit status, in one place.
@@ -22,12 +23,25 @@ enum Error {
     Flatten(#[from] flatten::FlattenError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Event(#[from] event_cmd::EventCmdError),
+    #[error(transparent)]
+    OwnerRef(#[from] owner_ref::OwnerRefError),
+    #[error(transparent)]
+    Format(#[from] format::FormatError),
+    #[error(transparent)]
+    Replay(#[from] replay::ReplayError),
+    #[error("cannot write to stdout")]
+    Stdout(#[source] std::io::Error),
 }
 
 impl Error {
     fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => 2,
+            Error::Event(e) if e.is_usage() => 2,
+            Error::OwnerRef(e) if e.is_usage() => 2,
+            Error::Replay(e) => e.exit_code(),
             _ => 1,
         }
     }
@@ -37,6 +51,14 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         Some(cli::Command::Flatten(args)) => flatten_stdin(args),
+        Some(cli::Command::Event(args)) => event_cmd::run(args).map_err(Error::from),
+        Some(cli::Command::OwnerRef) => owner_ref::run().map_err(Error::from),
+        Some(cli::Command::Replay(args)) => match replay::replay(*args) {
+            Ok(status) => return ExitCode::from(status),
+            Err(e) => Err(Error::from(e)),
+        },
+        Some(cli::Command::Completions(args)) => stdout(&completions::completions(args.shell)),
+        Some(cli::Command::Man) => completions::man_page().map_err(Error::Stdout).and_then(|page| stdout(&page)),
         None => config::Config::from_args(cli.run).map_err(Error::from).and_then(start),
     };
     match result {
@@ -77,12 +99,12 @@ fn flatten_stdin(args: cli::FlattenArgs) -> Result<(), Error> {
     for r in &flat.rejected {
         eprintln!("left out {}: {}", r.name, r.reason);
     }
-    let mut out = String::new();
-    for (name, value) in flat.vars {
-        out.push_str(&format!("{name}={value}\n"));
-    }
-    print!("{out}");
-    Ok(())
+    stdout(&format::render(&flat.vars, args.format)?)
+}
+
+fn stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(Error::Stdout)
 }
 
 /// The error and its causes on one line.

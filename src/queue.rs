@@ -91,6 +91,7 @@ where
     let mut running: JoinSet<Arc<str>> = JoinSet::new();
     let mut open = true;
     loop {
+        crate::metrics::queue_depth(queue.len() + rx.len());
         while running.len() < workers && !stop.is_cancelled() {
             let Some(job) = queue.take() else { break };
             let key = job.key().clone();
@@ -105,7 +106,11 @@ where
         }
         tokio::select! {
             job = rx.recv(), if open && queue.len() < MAX_WAITING && !stop.is_cancelled() => match job {
-                Some(job) => queue.push(job),
+                Some(job) => {
+                    let key = job.key().clone();
+                    queue.push(job);
+                    tracing::debug!("queue: {key} in; {} waiting, {} running", queue.len(), running.len());
+                }
                 None => open = false,
             },
             Some(finished) = running.join_next(), if !running.is_empty() => match finished {

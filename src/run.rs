@@ -1,15 +1,17 @@
 //! Wires the parts together: client, type resolution, watch, queue, hooks; handles signals.
 
-use crate::config::{Config, Scope};
+use crate::config::{Config, LeaderConfig, Scope};
 use crate::deliver::Deliverer;
+use crate::event::ObjectEvent;
 use crate::finalizer::Finalizers;
 use crate::hooks::HookDir;
 use crate::hooks::env::Settings;
 use crate::hooks::spawn::Limits;
 use crate::journal::Journal;
+use crate::leader;
 use crate::report::Reporter;
 use crate::resolve::{self, Resolved};
-use crate::watch::{ObjectEvent, Tracker, Watch};
+use crate::watch::{Tracker, Watch};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -39,6 +41,14 @@ pub enum RunError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Startup(#[from] crate::deliver::DeliverError),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -46,25 +56,49 @@ pub enum RunError {
 const WATCH_TIMEOUT_SECS: u32 = 120;
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
+    if let Some(l) = cfg.listen {
+        crate::listen::start(l.addr, l.unhealthy_after).await?;
+    }
     let (client, default_ns) = client(&cfg).await?;
     let resolved = resolve::resolve(&client, &cfg.object).await?;
-    let watch = Watch {
+    let new_watch = || Watch {
         api: api(client.clone(), &resolved, &cfg.scope, &default_ns),
         resource: resolved.resource.clone(),
         config: watcher_config(&cfg),
         resync: cfg.resync,
         log_events: cfg.log.events,
         finalizer: cfg.finalizer.clone(),
+        filter: cfg.object_filter.clone(),
+        ignore_status_changes: cfg.ignore_status_changes,
+        batch: None,
     };
-    watch.check().await?;
+    new_watch().check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
     tracing::info!("watching {} ({scope}) with hooks from {}", resolved.resource.plural, cfg.hooks_dir.display());
     let stop = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
-    let result = serve(&cfg, client, &resolved, watch, stop).await;
+    let result = match &cfg.leader {
+        None => {
+            crate::metrics::leader(true);
+            serve(&cfg, client.clone(), &resolved, new_watch(), stop).await
+        }
+        Some(l) => {
+            let election = election(l, client.clone(), &resolved, &cfg, &default_ns);
+            election.lead(stop, |term| serve(&cfg, client.clone(), &resolved, new_watch(), term)).await
+        }
+    };
     signals.abort();
     tracing::info!("stopped");
     result
+}
+
+fn election(l: &LeaderConfig, client: Client, r: &Resolved, cfg: &Config, default_ns: &str) -> leader::Election {
+    let resource = match r.resource.group.as_str() {
+        "" => r.resource.plural.clone(),
+        group => format!("{}.{group}", r.resource.plural),
+    };
+    let name = l.name.clone().unwrap_or_else(|| leader::default_lease_name(&resource, &cfg.hooks_dir));
+    leader::Election::new(client, l.namespace.as_deref().unwrap_or(default_ns), &name, l.priority, l.timing)
 }
 
 /// Runs the queue and the watch until a signal; unfinished events of the durable
@@ -73,12 +107,12 @@ async fn serve(
     cfg: &Config,
     client: Client,
     r: &Resolved,
-    watch: Watch,
+    mut watch: Watch,
     stop: CancellationToken,
 ) -> Result<(), RunError> {
     let event_dir = EventDir::create()?;
     let (journal, unfinished) = open_journal(cfg)?;
-    let mut deliverer = deliverer(cfg, client.clone(), event_dir.0.clone(), stop.clone());
+    let mut deliverer = deliverer(cfg, Some(client.clone()), event_dir.0.clone(), stop.clone());
     deliverer.journal = journal.clone();
     deliverer.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
         client,
@@ -86,11 +120,20 @@ async fn serve(
         namespaced: r.namespaced,
         name,
     });
+    // Batched sync (src/batch.rs): its own task, so it holds no worker.
+    let (feed, batches) = crate::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
+    watch.batch = cfg.resync.map(|_| feed);
     let deliverer = Arc::new(deliverer);
+    deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
+    let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
+    let d = deliverer.clone();
     let handle = move |ev: ObjectEvent| {
-        let d = deliverer.clone();
+        let (d, record) = (d.clone(), record.clone());
         async move {
+            if let Some(r) = record {
+                r.append(&ev);
+            }
             d.handle(&ev).await;
         }
     };
@@ -99,8 +142,17 @@ async fn serve(
         let _ = tx.send(ev).await;
     }
     let watched = watch.run(Tracker::new(cfg.changes_only), tx, journal, stop.clone()).await;
+    let signalled = stop.is_cancelled();
     stop.cancel();
     let _ = dispatcher.await;
+    let _ = batches.await;
+    if signalled {
+        // After the last event hook; its own grace period, then SIGTERM and SIGKILL 1 s later.
+        let limits = Limits { timeout: cfg.grace_period, grace: Duration::from_secs(1) };
+        if let Err(e) = deliverer.run_lifecycle("shutdown", limits, false, &CancellationToken::new()).await {
+            tracing::error!("{e}");
+        }
+    }
     watched.map_err(RunError::from)
 }
 
@@ -157,10 +209,16 @@ fn watcher_config(cfg: &Config) -> watcher::Config {
     wc
 }
 
-fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
+/// The Deliverer the runner uses for `cfg`; also `operator replay`'s (without a client:
+/// no HookFailed Events).
+pub fn deliverer(cfg: &Config, client: Option<Client>, event_dir: PathBuf, stop: CancellationToken) -> Deliverer {
     let prefix = format!("{}_", cfg.flatten.prefix);
-    let inherited: Vec<(OsString, OsString)> =
-        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix)).collect();
+    let mut inherited: Vec<(OsString, OsString)> =
+        std::env::vars_os().filter(|(k, _)| !k.to_string_lossy().starts_with(&prefix) && k != "OPERATOR_BIN").collect();
+    // Hooks run `operator event` and `operator owner-ref` with this very binary.
+    if let Ok(exe) = std::env::current_exe() {
+        inherited.push(("OPERATOR_BIN".into(), exe.into()));
+    }
     let settings = Settings {
         inherited,
         log_file: cfg.log.file.clone(),
@@ -178,7 +236,7 @@ fn deliverer(cfg: &Config, client: Client, event_dir: PathBuf, stop: Cancellatio
         limits,
         event_dir,
         stop,
-        Some(Reporter::new(client)),
+        client.map(Reporter::new),
     )
 }
 
@@ -217,12 +275,25 @@ fn arg_max() -> usize {
 }
 
 /// A private directory (0700) for event files, removed on exit.
-struct EventDir(PathBuf);
+pub struct EventDir(pub PathBuf);
 
 impl EventDir {
-    fn create() -> Result<EventDir, RunError> {
+    /// In memory when possible (tmpfs: $XDG_RUNTIME_DIR, then /dev/shm): every event
+    /// writes and removes a file there.
+    pub fn create() -> Result<EventDir, RunError> {
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute());
+        let bases = runtime.into_iter().chain([PathBuf::from("/dev/shm")]).filter(|p| p.is_dir());
+        for base in bases {
+            match Self::create_in(&base) {
+                Ok(dir) => return Ok(dir),
+                Err(e) => tracing::debug!("cannot use {} for event files: {e}", base.display()),
+            }
+        }
+        Self::create_in(&std::env::temp_dir())
+    }
+
+    fn create_in(base: &std::path::Path) -> Result<EventDir, RunError> {
         use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
         for n in 0..100u32 {
             let dir = base.join(format!("operator-{}-{n}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -241,7 +312,7 @@ impl Drop for EventDir {
     }
 }
 
-async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
+pub async fn wait_for_signal(stop: CancellationToken) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;

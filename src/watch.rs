@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::filter::ObjectFilter;
 use crate::journal::Journal;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,61 +24,6 @@ pub enum WatchError {
     Journal(#[from] crate::journal::JournalError),
 }
 
-/// What happened to an object; also the hook's name (lower case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum EventType {
-    Added,
-    Modified,
-    Deleted,
-    Sync,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-            EventType::Sync => "SYNC",
-        }
-    }
-
-    pub fn hook_name(self) -> &'static str {
-        match self {
-            EventType::Added => "added",
-            EventType::Modified => "modified",
-            EventType::Deleted => "deleted",
-            EventType::Sync => "sync",
-        }
-    }
-}
-
-/// What --finalizer mode must do around the hook.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FinalizerAction {
-    #[default]
-    None,
-    /// The object lacks the finalizer: add it before the hook runs.
-    Add,
-    /// The object is being deleted: remove the finalizer once the deleted hook succeeded.
-    Remove,
-}
-
-/// One event for one object: its key (`namespace/name`) and its JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectEvent {
-    pub kind: EventType,
-    pub key: Arc<str>,
-    pub object: Arc<str>,
-    pub finalizer: FinalizerAction,
-    /// Its entry in the durable queue (0: none).
-    pub id: u64,
-    /// Whether a hook runs; false for an event that only adds the finalizer (-c at start).
-    pub hook: bool,
-}
-
 /// The identity and last JSON of an object, as the tracker needs them.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -85,12 +32,17 @@ pub struct Seen {
     pub version: Box<str>,
     pub object: Arc<str>,
     pub finalizer: FinalizerAction,
+    /// Whether it carries our finalizer.
+    pub held: bool,
+    /// fields::digest of the object, with --ignore-status-changes.
+    pub digest: Option<u64>,
 }
 
 struct Known {
     uid: Box<str>,
     version: Box<str>,
     object: Arc<str>,
+    digest: Option<u64>,
     /// The deleted hook was already given this object (finalizer mode).
     finalized: bool,
 }
@@ -138,7 +90,20 @@ impl Tracker {
                 }
                 EventType::Added
             }
-            Some(k) if k.version == seen.version => return out,
+            Some(k) if k.version == seen.version => {
+                tracing::debug!("{}: resourceVersion {} seen before; no event", seen.key, seen.version);
+                return out;
+            }
+            Some(k) if seen.digest.is_some() && k.digest == seen.digest && seen.finalizer == FinalizerAction::None => {
+                tracing::debug!(
+                    "{}: resourceVersion {} changes only status or bookkeeping; skipped (--ignore-status-changes)",
+                    seen.key,
+                    seen.version
+                );
+                let known = self.known.get_mut(&seen.key).expect("known");
+                (known.version, known.object) = (seen.version, seen.object);
+                return out;
+            }
             Some(k) => {
                 finalized = k.finalized;
                 EventType::Modified
@@ -155,8 +120,13 @@ impl Tracker {
             let ev = event(kind, &seen.key, &seen.object);
             out.push(ObjectEvent { finalizer: seen.finalizer, hook: !silent, ..ev });
         }
-        let known =
-            Known { uid: seen.uid, version: seen.version, object: seen.object, finalized: finalizing || finalized };
+        let known = Known {
+            uid: seen.uid,
+            version: seen.version,
+            object: seen.object,
+            digest: seen.digest,
+            finalized: finalizing || finalized,
+        };
         self.known.insert(seen.key, known);
         out
     }
@@ -184,6 +154,18 @@ impl Tracker {
         }
     }
 
+    /// The object no longer passes the filters: to hooks it is gone, as for an object
+    /// leaving a --label-selector. Our finalizer goes once the deleted hook succeeded.
+    pub fn leave(&mut self, seen: Seen) -> Vec<ObjectEvent> {
+        match self.known.remove(&seen.key) {
+            Some(k) if !k.finalized => {
+                let finalizer = if seen.held { FinalizerAction::Remove } else { FinalizerAction::None };
+                vec![ObjectEvent { finalizer, ..event(EventType::Deleted, &seen.key, &seen.object) }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Every known object again, for --resync.
     pub fn sync(&self) -> Vec<ObjectEvent> {
         let mut out: Vec<_> = self.known.iter().map(|(key, k)| event(EventType::Sync, key, &k.object)).collect();
@@ -193,7 +175,7 @@ impl Tracker {
 }
 
 fn event(kind: EventType, key: &Arc<str>, object: &Arc<str>) -> ObjectEvent {
-    ObjectEvent { kind, key: key.clone(), object: object.clone(), finalizer: FinalizerAction::None, id: 0, hook: true }
+    ObjectEvent::new(kind, key.clone(), object.clone())
 }
 
 /// What the finalizer `name` (if any) asks for this object.
@@ -209,9 +191,12 @@ pub fn finalizer_action(obj: &DynamicObject, name: Option<&str>) -> FinalizerAct
     }
 }
 
-/// Lists return items without apiVersion and kind; hooks expect them.
-pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&str>) -> Seen {
+/// Lists return items without apiVersion and kind; hooks expect them. The object is
+/// serialized once, to the compact text every later step shares.
+pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&str>, digest: bool) -> Seen {
     let action = finalizer_action(&obj, finalizer);
+    let held =
+        finalizer.is_some_and(|name| obj.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == name)));
     // As kubectl shows objects: managedFields is bookkeeping of the API server, large,
     // and of no use to a hook.
     obj.metadata.managed_fields = None;
@@ -223,13 +208,20 @@ pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&s
         Some(ns) => format!("{ns}/{name}").into(),
         None => name.into(),
     };
-    let object: Arc<str> = serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()).into();
+    let (object, digest) = if digest {
+        let value = serde_json::to_value(&obj).unwrap_or_default();
+        (value.to_string(), Some(crate::fields::digest(&value)))
+    } else {
+        (serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()), None)
+    };
     Seen {
         key,
         uid: obj.metadata.uid.unwrap_or_default().into(),
         version: obj.metadata.resource_version.unwrap_or_default().into(),
-        object,
+        object: object.into(),
         finalizer: action,
+        held,
+        digest,
     }
 }
 
@@ -241,6 +233,11 @@ pub struct Watch {
     pub resync: Option<Duration>,
     pub log_events: bool,
     pub finalizer: Option<String>,
+    /// --annotation-selector and --filter.
+    pub filter: Arc<ObjectFilter>,
+    pub ignore_status_changes: bool,
+    /// Batched sync (src/batch.rs): every resync pass also goes to the `sync-all` hook.
+    pub batch: Option<crate::batch::Feed>,
 }
 
 impl Watch {
@@ -284,17 +281,20 @@ impl Watch {
         loop {
             let events = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = resync.tick(), if self.resync.is_some() => tracker.sync(),
+                _ = resync.tick(), if self.resync.is_some() => crate::batch::tap(&self.batch, tracker.sync()),
                 item = stream.next() => match item {
                     None => return Ok(()),
                     Some(Err(e)) => { report_outage(&mut outage, &e); continue }
                     Some(Ok(ev)) => { report_recovery(&mut outage); self.on_event(&mut tracker, ev) }
                 },
             };
+            crate::metrics::objects(tracker.len());
             for mut ev in events {
+                crate::metrics::event(ev.kind.as_str());
                 if let (Some(j), false, true) = (&journal, ev.kind == EventType::Sync, ev.hook) {
                     j.add(&mut ev)?;
                 }
+                tracing::debug!("{} {}: queued", ev.kind.as_str(), ev.key);
                 tx.send(ev).await.map_err(|_| WatchError::QueueClosed)?;
             }
         }
@@ -309,14 +309,23 @@ impl Watch {
             }
             watcher::Event::InitApply(obj) | watcher::Event::Apply(obj) => {
                 self.log_raw("APPLY", &obj);
-                tracker.apply(seen(obj, &self.resource, self.finalizer.as_deref()))
+                let annotations = self.filter.check_annotations(obj.metadata.annotations.as_ref());
+                let seen = seen(obj, &self.resource, self.finalizer.as_deref(), self.ignore_status_changes);
+                match annotations.and_then(|()| self.filter.check_json(&seen.object)) {
+                    Ok(()) => tracker.apply(seen),
+                    Err(why) => {
+                        tracing::debug!("{}: not for hooks because {why}", seen.key);
+                        tracker.leave(seen)
+                    }
+                }
             }
             watcher::Event::Delete(obj) => {
                 self.log_raw("DELETE", &obj);
-                tracker.delete(seen(obj, &self.resource, self.finalizer.as_deref()))
+                tracker.delete(seen(obj, &self.resource, self.finalizer.as_deref(), false))
             }
             watcher::Event::InitDone => {
                 let out = tracker.init_done();
+                crate::metrics::set_ready(true);
                 tracing::info!("listed {} {}; watching for changes", tracker.len(), self.resource.plural);
                 out
             }
@@ -324,6 +333,13 @@ impl Watch {
     }
 
     fn log_raw(&self, what: &str, obj: &DynamicObject) {
+        tracing::debug!(
+            "received {what} {}{}{} resourceVersion {}",
+            obj.metadata.namespace.as_deref().unwrap_or(""),
+            if obj.metadata.namespace.is_some() { "/" } else { "" },
+            obj.metadata.name.as_deref().unwrap_or(""),
+            obj.metadata.resource_version.as_deref().unwrap_or("")
+        );
         if self.log_events {
             let json = serde_json::to_string(obj).unwrap_or_default();
             tracing::info!("event {what} {}: {json}", obj.metadata.name.as_deref().unwrap_or(""));
@@ -332,6 +348,7 @@ impl Watch {
 }
 
 fn report_outage(outage: &mut bool, e: &watcher::Error) {
+    crate::metrics::watch_failed();
     if !*outage {
         tracing::warn!("watch interrupted: {e}; reconnecting with backoff");
         *outage = true;
@@ -341,6 +358,7 @@ fn report_outage(outage: &mut bool, e: &watcher::Error) {
 }
 
 fn report_recovery(outage: &mut bool) {
+    crate::metrics::watch_ok();
     if std::mem::take(outage) {
         tracing::info!("watch recovered");
     }
@@ -357,6 +375,8 @@ mod tests {
             version: version.into(),
             object: format!("{{\"name\":\"{name}\",\"v\":\"{version}\"}}").into(),
             finalizer: FinalizerAction::None,
+            held: false,
+            digest: None,
         }
     }
 
@@ -458,6 +478,36 @@ mod tests {
         t.apply(obj("a", "1", "10"));
         assert_eq!(kinds(&t.delete(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
         assert!(t.delete(obj("a", "1", "11")).is_empty());
+    }
+
+    fn digested(name: &str, version: &str, digest: u64) -> Seen {
+        Seen { digest: Some(digest), ..obj(name, "1", version) }
+    }
+
+    #[test]
+    fn ignore_status_changes_skips_a_version_with_the_same_digest_and_keeps_its_state() {
+        let mut t = Tracker::new(false);
+        t.apply(digested("a", "10", 7));
+        assert!(t.apply(digested("a", "11", 7)).is_empty());
+        assert_eq!(kinds(&t.apply(digested("a", "12", 8))), vec![(EventType::Modified, "ns/a")]);
+        assert!(t.sync()[0].object.contains("\"12\""), "sync carries the newest state");
+    }
+
+    #[test]
+    fn an_object_leaving_the_filter_is_deleted_once_and_added_when_it_returns() {
+        let mut t = Tracker::new(false);
+        t.apply(obj("a", "1", "10"));
+        assert_eq!(kinds(&t.leave(obj("a", "1", "11"))), vec![(EventType::Deleted, "ns/a")]);
+        assert!(t.leave(obj("a", "1", "12")).is_empty());
+        assert_eq!(kinds(&t.apply(obj("a", "1", "13"))), vec![(EventType::Added, "ns/a")]);
+    }
+
+    #[test]
+    fn leaving_the_filter_with_our_finalizer_removes_it_after_the_deleted_hook() {
+        let mut t = Tracker::new(false);
+        t.apply(obj("a", "1", "10"));
+        let out = t.leave(Seen { held: true, ..obj("a", "1", "11") });
+        assert_eq!(out[0].finalizer, FinalizerAction::Remove);
     }
 
     #[test]

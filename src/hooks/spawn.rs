@@ -6,6 +6,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -42,16 +44,61 @@ pub struct Limits {
     pub grace: Duration,
 }
 
+/// Process groups of the hooks running now, for `abort_all`.
+static RUNNING: Mutex<Vec<Pid>> = Mutex::new(Vec::new());
+static ABORTED: AtomicBool = AtomicBool::new(false);
+
+/// Ends every running hook at once (SIGKILL to its group) and starts no more: for a
+/// leader that lost its Lease, as another instance may already be running hooks.
+pub fn abort_all() {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    ABORTED.store(true, Ordering::SeqCst);
+    for pgid in running.iter() {
+        let _ = killpg(*pgid, Signal::SIGKILL);
+    }
+}
+
+/// Registers a running hook's group until dropped; after `abort_all` it is ended at once.
+struct Registered(Option<Pid>);
+
+impl Registered {
+    fn new(pgid: Option<Pid>) -> Registered {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pgid) = pgid {
+            running.push(pgid);
+            if ABORTED.load(Ordering::SeqCst) {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+        }
+        Registered(pgid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|p| Some(*p) != self.0);
+    }
+}
+
 /// Runs the hook; `label` tags its output lines (`added ns/name`).
 pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &CancellationToken) -> Outcome {
+    if ABORTED.load(Ordering::SeqCst) {
+        return Outcome::Interrupted;
+    }
     let mut child = match start(cmd) {
         Ok(child) => child,
         Err(e) => return Outcome::NotStarted(e),
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let registered = Registered::new(pgid);
     let out = tokio::spawn(forward(child.stdout.take(), label.to_string()));
     let err = tokio::spawn(forward(child.stderr.take(), label.to_string()));
     let outcome = supervise(&mut child, pgid, limits, stop).await;
+    drop(registered);
+    if ABORTED.load(Ordering::SeqCst) {
+        return Outcome::Interrupted;
+    }
     // Output written just before exit is still in the pipes; a background process that
     // keeps them open must not hold the runner, hence the bound.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -65,7 +112,7 @@ pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &Cancella
 fn start(cmd: &HookCommand) -> std::io::Result<Child> {
     Command::new(&cmd.program)
         .env_clear()
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .envs(cmd.layers().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -153,8 +200,8 @@ mod tests {
         let path = dir.path().join("hook");
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let env = vec![("PATH".into(), std::env::var_os("PATH").unwrap())];
-        (dir, HookCommand { program: path, env, dropped: vec![] })
+        let base: Vec<_> = vec![("PATH".into(), std::env::var_os("PATH").unwrap())];
+        (dir, HookCommand { program: path, base: base.into(), event: Vec::new().into(), extra: vec![] })
     }
 
     fn limits(ms: u64) -> Limits {
@@ -199,7 +246,12 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_not_started() {
-        let cmd = HookCommand { program: "/no/such/hook".into(), env: vec![], dropped: vec![] };
+        let cmd = HookCommand {
+            program: "/no/such/hook".into(),
+            base: Vec::new().into(),
+            event: Vec::new().into(),
+            extra: vec![],
+        };
         assert!(matches!(run(&cmd, "t", limits(1000), &CancellationToken::new()).await, Outcome::NotStarted(_)));
     }
 }

@@ -46,11 +46,11 @@
 #                              $E2E_RESULTS (a file, set by tests/e2e/run.sh).
 #
 # Variables: REPO_ROOT, CLUSTER_DIR, KUBECONFIG, KUBECACHEDIR, OPERATOR_BIN (default
-# $REPO_ROOT/target/debug/operator), SIM_RUN_SECONDS (passed to start.sh).
+# ${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/operator), SIM_RUN_SECONDS (passed to start.sh).
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export REPO_ROOT
-export OPERATOR_BIN=${OPERATOR_BIN:-$REPO_ROOT/target/debug/operator}
+export OPERATOR_BIN=${OPERATOR_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/operator}
 _LIB_OWN_CLUSTER=0
 _LIB_OPERATORS=()
 

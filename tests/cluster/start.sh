@@ -10,7 +10,7 @@
 # --owner-pid PID  stop the cluster (stop.sh DIR) as soon as PID is gone.
 # --no-simulator   no pod simulator (pods then stay Pending, as without kubelet).
 # Env: SIM_RUN_SECONDS (default 1) how long run-to-completion pods run;
-#      OPERATOR_BIN path of the operator binary (default: target/debug/operator,
+#      OPERATOR_BIN path of the operator binary (default: ${CARGO_TARGET_DIR:-target}/debug/operator,
 #      built with cargo when missing).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
@@ -87,7 +87,7 @@ binaries() {
 
 operator_binary() {
   ((SIMULATOR)) || return 0
-  OPERATOR_BIN=${OPERATOR_BIN:-$REPO/target/debug/operator}
+  OPERATOR_BIN=${OPERATOR_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/operator}
   [[ -x $OPERATOR_BIN ]] && return 0
   FAILED_LOG=$DIR/logs/cargo.log
   echo "start.sh: building the operator (cargo build --locked --bin operator)" >&2

@@ -8,6 +8,15 @@ EVC_RESOURCE=ephemeralvolumeclaims.zalando.org
 # Status fields to write at the end of the hook, gathered so that one run makes
 # at most one status write (each write comes back to us as a MODIFIED event).
 STATUS_PATCH='{}'
+# The claim's resourceVersion the status write is conditional on (status_flush).
+STATUS_RV=
+# Events waiting for the status write that records them (emit_event, status_flush).
+PENDING_EVENTS=()
+# Log lines announcing that status (note, status_flush): "LEVEL<US>message" each.
+PENDING_LOGS=()
+# What delete_with_uid did: deleted, gone (already) or replaced (another uid).
+# shellcheck disable=SC2034  # read by the callers of delete_with_uid
+DELETE_RESULT=
 # "namespace/name" of the claim at hand, the prefix of every log line about it.
 EVC_REF=
 # Set by ensure_pvc (pvc.sh) when the claim cannot have its PVC: no lifecycle then.
@@ -41,18 +50,51 @@ status_set() {
   STATUS_PATCH=$(jq -c --argjson add "$1" '. + $add' <<<"$STATUS_PATCH")
 }
 
+# Writes the gathered status fields, conditional on STATUS_RV (the claim's
+# resourceVersion as this run saw it): if the claim changed meanwhile (another run
+# decided on it first), nothing is written and this run's Events are dropped; the next
+# pass decides again. So an Event is posted once, with the status that records it.
 status_flush() {
-  local ns=$1 name=$2
-  [[ $STATUS_PATCH != '{}' ]] || return 0
-  kubectl patch "$EVC_RESOURCE" "$name" -n "$ns" --subresource=status --type=merge \
-    -p "$(jq -c '{status: .}' <<<"$STATUS_PATCH")" >/dev/null
-  STATUS_PATCH='{}'
+  local ns=$1 name=$2 patch out
+  if [[ $STATUS_PATCH != '{}' ]]; then
+    patch=$(jq -c --arg rv "${STATUS_RV:-}" '{metadata: {resourceVersion: $rv}, status: .}' <<<"$STATUS_PATCH")
+    if ! out=$(kubectl patch "$EVC_RESOURCE" "$name" -n "$ns" --subresource=status --type=merge \
+      -p "$patch" 2>&1 >/dev/null); then
+      STATUS_PATCH='{}' PENDING_EVENTS=() PENDING_LOGS=()
+      case $out in
+        *Conflict* | *"has been modified"* | *NotFound*)
+          log_debug "$EVC_REF: changed or gone meanwhile; decided again at the next pass"
+          return 0 ;;
+        *) log_error "$EVC_REF: writing the status failed: $out"; return 1 ;;
+      esac
+    fi
+    STATUS_PATCH='{}'
+  fi
+  print_notes
+  post_events
 }
 
-# Records a core/v1 Event about the claim: type Normal or Warning.
+# note LEVEL MESSAGE: a log line about a status change, written once the status is
+# (status_flush), so a run that loses the race to another says nothing.
+note() {
+  PENDING_LOGS+=("$1"$'\x1f'"$2")
+}
+
+print_notes() {
+  local entry
+  for entry in "${PENDING_LOGS[@]}"; do
+    case ${entry%%$'\x1f'*} in
+      WARNING) log_warning "${entry#*$'\x1f'}" ;;
+      *) log_info "${entry#*$'\x1f'}" ;;
+    esac
+  done
+  PENDING_LOGS=()
+}
+
+# Queues a core/v1 Event about the claim (type Normal or Warning); status_flush posts it.
 emit_event() {
   local evc=$1 type=$2 reason=$3 message=$4
-  jq -n --argjson evc "$evc" --arg type "$type" --arg reason "$reason" \
+  PENDING_EVENTS+=("$(jq -cn --argjson evc "$evc" --arg type "$type" --arg reason "$reason" \
     --arg message "$message" --arg now "$(date -u +%FT%TZ)" '
     {apiVersion: "v1", kind: "Event",
      metadata: {generateName: "\($evc.metadata.name).", namespace: $evc.metadata.namespace},
@@ -60,25 +102,37 @@ emit_event() {
                       name: $evc.metadata.name, namespace: $evc.metadata.namespace,
                       uid: $evc.metadata.uid},
      type: $type, reason: $reason, message: $message, count: 1,
-     firstTimestamp: $now, lastTimestamp: $now, source: {component: "operator-evc"}}' |
+     firstTimestamp: $now, lastTimestamp: $now, source: {component: "operator-evc"}}')")
+}
+
+# Posts the queued Events, all in one kubectl run.
+post_events() {
+  ((${#PENDING_EVENTS[@]})) || return 0
+  printf '%s\n' "${PENDING_EVENTS[@]}" | jq -s '{apiVersion: "v1", kind: "List", items: .}' |
     kubectl create -f - >/dev/null
+  PENDING_EVENTS=()
 }
 
 # Deletes the object at an API path only if it still has this uid: a same-named
 # object created meanwhile (someone else's) is left alone. Gone already is fine.
+# DELETE_RESULT says which: deleted, gone or replaced.
+# shellcheck disable=SC2034  # DELETE_RESULT is read by the callers
 delete_with_uid() {
   local path=$1 uid=$2 body out
   body=$(mktemp)
   jq -n --arg uid "$uid" \
     '{kind: "DeleteOptions", apiVersion: "v1", preconditions: {uid: $uid}}' >"$body"
+  DELETE_RESULT=deleted
   if out=$(kubectl delete --raw "$path" -f "$body" 2>&1); then
     rm -f "$body"
     return 0
   fi
   rm -f "$body"
   case $out in
-    *NotFound* | *"not found"*) return 0 ;;
-    *Conflict* | *"Precondition failed"*) log_warning "$EVC_REF: not deleted, $path was replaced: $out" ;;
+    *NotFound* | *"not found"*) DELETE_RESULT=gone; return 0 ;;
+    *Conflict* | *"Precondition failed"*)
+      DELETE_RESULT=replaced
+      log_warning "$EVC_REF: not deleted, $path was replaced: $out" ;;
     *) log_error "$EVC_REF: deleting $path failed: $out"; return 1 ;;
   esac
 }

@@ -91,12 +91,14 @@ def never_used($evc; $p):
 
 # Countdown bookkeeping: log when a countdown starts (a new deadline) and then
 # whenever an interval has passed since the last line, whatever the events' pace.
+# Due only once the deadline is in the stored status: a claim found past a deadline
+# nobody was shown yet (a slow pass) first gets that status, and goes at the next run.
 def countdown($st; $now; $p):
   if .deadline == null then . + {countdownLogged: null, log: false, due: false}
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
        or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
-    | . + {left: $left, due: ($left <= 0), log: ($next and $left > 0),
+    | . + {left: $left, due: ($left <= 0 and ($st.deadline | ts) == .deadline), log: ($next and $left > 0),
            countdownLogged: (if $next then $left else $st.countdownLogged end)}
   end;
 
@@ -169,3 +171,103 @@ def resize_verdict($evc; $pvc):
       | ($pvc.spec.resources.requests.storage // "" | qty_bytes) as $have
       | if $have == null or $w > $have then "grow" elif $w < $have then "shrink" else "same" end
     end;
+
+# --- a whole pass at once (sync-all) -----------------------------------------------------
+
+# A pod cut down to what decide reads (name, labels, claims, phase, finish times), so a
+# namespace of thousands of pods stays small in memory.
+def slim_pod:
+  {metadata: (.metadata | {name, labels, creationTimestamp}),
+   spec: {volumes: [.spec.volumes[]? | select(.persistentVolumeClaim != null)
+                    | {persistentVolumeClaim: {claimName: .persistentVolumeClaim.claimName}}]},
+   status: {phase: .status.phase,
+            containerStatuses: [.status.containerStatuses[]?
+                                | {state: {terminated: {finishedAt: .state.terminated.finishedAt?}}}],
+            conditions: [.status.conditions[]? | {lastTransitionTime}]}};
+
+# Input: a PodList. Output: {claim name: [slim pods that mount it]}, so that each claim
+# looks up its pods instead of scanning the namespace (1,000 claims x 5,000 pods).
+def pods_by_claim:
+  reduce (.items[] | slim_pod) as $pod ({};
+    reduce ([$pod.spec.volumes[].persistentVolumeClaim.claimName] | unique[]) as $claim (.;
+      .[$claim] += [$pod]));
+
+# Input: a PersistentVolumeClaimList. Output: {name: PVC with the fields the hooks compare}.
+def pvcs_by_name:
+  reduce .items[] as $pvc ({};
+    .[$pvc.metadata.name] = ($pvc
+      | {metadata: (.metadata | {name, uid, labels, ownerReferences, deletionTimestamp,
+                                 annotations: {(copied_labels_key): .annotations[copied_labels_key]?}}),
+         spec: {resources: .spec.resources}}));
+
+# Input: the PodLists and PersistentVolumeClaimLists of the claims' namespaces (as
+# `kubectl get --raw` prints them). Output: {namespace: {claims: pods_by_claim,
+# pvcs: pvcs_by_name}}; items are placed by their own namespace.
+def index_lists:
+  reduce .[] as $list ({};
+    if $list.kind == "PodList" then
+      reduce ($list.items | group_by(.metadata.namespace))[] as $ns (.;
+        .[$ns[0].metadata.namespace].claims = ({items: $ns} | pods_by_claim))
+    elif $list.kind == "PersistentVolumeClaimList" then
+      reduce ($list.items | group_by(.metadata.namespace))[] as $ns (.;
+        .[$ns[0].metadata.namespace].pvcs = ({items: $ns} | pvcs_by_name))
+    else . end);
+
+# The PVC side is in order: owned by the claim, labels copied, spec.size handled.
+# Claims for which this is false take the one-by-one path (lib/pvc.sh): rare, and that
+# path creates, patches and reports exactly as the added hook does.
+def pvc_settled($evc; $pvc):
+  $pvc != null and ($pvc | owned_by($evc.metadata.uid))
+  and label_patch($evc; $pvc) == null
+  and ($evc | size_of) == ($evc.status.size // "" | tostring);
+
+# Already Failed for the reason that still holds (the messages of lib/pvc.sh): the
+# one-by-one path would change nothing, so the pass skips the claim.
+def failed_as_before($evc; $pvc):
+  $evc.status.phase == "Failed"
+  and $evc.status.message == (
+    if $pvc == null and ($evc | size_of | valid_size | not) then
+      "spec.size must be a positive quantity such as 1Gi, got '\($evc | size_of)'; no PVC created"
+    elif $pvc != null and ($pvc | owned_by($evc.metadata.uid) | not) then
+      "PVC \($evc.metadata.namespace)/\($evc.metadata.name) exists and is not owned by this EphemeralVolumeClaim; it is left alone"
+    else null end);
+
+# The status to store: the old one with the decision's fields; null fields are left out,
+# as a merge patch would remove them (the schema refuses null).
+# Input: a decision.
+def new_status($old): ($old // {}) + status_of | with_entries(select(.value != null));
+
+# The log lines of a decision, as run_lifecycle (lib/lifecycle.sh) writes them.
+def decision_logs($ref):
+  (if .cancelled then "\($ref): Countdown to \(.cancelledKind): cancelled, the claim is in use."
+   else empty end),
+  (if .phase != .previous then "\($ref): Phase \(.phase): \(.message)" else empty end),
+  (if .log then "\($ref): Countdown to \(.kind): \(.left)s left" else empty end);
+
+# Input: the sync-all event ({objects: [claims]}). $index: {namespace: {claims: pods_by_claim,
+# pvcs: pvcs_by_name}}. Output, one per claim needing something:
+#   {do: "reconcile", evc, pods, pvc}            PVC work: the one-by-one path
+#   {do: "delete", ref, path, uid, kind}         deadline reached
+#   {do: "write", ref, object, logs}             new status (object: the claim with it)
+# and first {do: "count", claims}.
+def plan($now; $cfg; $index):
+  {do: "count", claims: (.objects | length)},
+  (.objects[]
+  | select(.metadata.deletionTimestamp == null)
+  | . as $evc
+  | "\(.metadata.namespace)/\(.metadata.name)" as $ref
+  | ($index[.metadata.namespace] // {}) as $ns
+  | ($ns.claims[.metadata.name] // []) as $pods
+  | $ns.pvcs[.metadata.name] as $pvc
+  | if failed_as_before($evc; $pvc) then empty
+    elif pvc_settled($evc; $pvc) | not then {do: "reconcile", evc: $evc, pods: $pods, pvc: $pvc}
+    else ({evc: $evc, pods: $pods} | decide($now; $cfg)) as $d
+      | if $d.due then
+          {do: "delete", ref: $ref, kind: $d.kind, uid: $evc.metadata.uid,
+           path: "/apis/zalando.org/v1/namespaces/\($evc.metadata.namespace)/ephemeralvolumeclaims/\($evc.metadata.name)"}
+        elif ($d | status_changed($evc.status // {})) then
+          {do: "write", ref: $ref, logs: [$d | decision_logs($ref)],
+           object: ($evc | {apiVersion, kind, metadata: (.metadata | {name, namespace, uid, resourceVersion}),
+                            spec, status: ($d | new_status($evc.status))})}
+        else empty end
+    end);

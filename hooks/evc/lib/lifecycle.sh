@@ -1,7 +1,8 @@
 # shellcheck shell=bash source-path=SCRIPTDIR disable=SC2016  # SC2016: jq programs name $variables
 # The claim's lifecycle: Pending (expiry countdown) -> InUse -> Released (grace
-# countdown) -> deleted. Decided afresh on every event from the claim's status,
-# its pods and the clock (lib/evc.jq), so nothing is kept in memory.
+# countdown) -> deleted. Decided afresh on every pass from the claim's status,
+# its pods and the clock (lib/evc.jq), so nothing is kept in memory. This is the
+# one-by-one path; lib/batch.sh decides most claims of a pass in one jq run.
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # shellcheck source=pvc.sh
@@ -9,24 +10,27 @@ source "$(dirname "${BASH_SOURCE[0]}")/pvc.sh"
 
 # What to do about the claim, as one line of fields separated by \x1f (see decide
 # in lib/evc.jq): due cancelled cancelledKind phase previous kind left log changed
-# status message.
+# status message. PODS: the pods that may use it (JSON array).
 plan_claim() {
-  local evc=$1 ns=$2
-  kubectl get pods -n "$ns" -o json |
-    evc_jq '{evc: $evc, pods: .items} | decide($now; $cfg)
+  local evc=$1 pods=$2
+  evc_jq '{evc: $evc, pods: $pods} | decide($now; $cfg)
       | [.due, .cancelled, .cancelledKind, .phase, .previous, .kind, .left, .log,
          status_changed($evc.status // {}), (status_of | tojson), .message]
-      | map(tostring) | join("\u001f")' -r --argjson evc "$evc" \
-      --argjson now "$(date -u +%s)" --argjson cfg "$(settings_json)"
+      | map(tostring) | join("\u001f")' -nr --argjson evc "$evc" --argjson pods "$pods" \
+    --argjson now "${PASS_NOW:-$(date -u +%s)}" --argjson cfg "$(settings_json)"
 }
 
+# run_lifecycle EVC PODS NS NAME UID [no-delete]: with no-delete (the added hook, which
+# has not looked at the pods), a deadline reached is left to the next pass.
 run_lifecycle() {
-  local evc=$1 ns=$2 name=$3 uid=$4
+  local evc=$1 pods=$2 ns=$3 name=$4 uid=$5 mode=${6:-}
   local plan due cancelled cancelled_kind phase previous kind left log changed status message
-  plan=$(plan_claim "$evc" "$ns")
+  plan=$(plan_claim "$evc" "$pods")
   IFS=$'\x1f' read -r due cancelled cancelled_kind phase previous kind left log changed status \
     message <<<"$plan"
-  if [[ $due == true ]]; then
+  if [[ $due == true && $mode == no-delete ]]; then
+    return 0
+  elif [[ $due == true ]]; then
     log_info "$EVC_REF: Countdown to $kind: reached! Deleting the EVC."
     delete_with_uid "/apis/zalando.org/v1/namespaces/$ns/ephemeralvolumeclaims/$name" "$uid"
     STATUS_PATCH='{}'
@@ -34,25 +38,30 @@ run_lifecycle() {
   fi
   # The countdown lines are throttled by decide: at most one per interval.
   [[ $cancelled != true ]] ||
-    log_info "$EVC_REF: Countdown to $cancelled_kind: cancelled, the claim is in use."
-  [[ $phase == "$previous" ]] || log_info "$EVC_REF: Phase $phase: $message"
-  [[ $log != true ]] || log_info "$EVC_REF: Countdown to $kind: ${left}s left"
+    note INFO "$EVC_REF: Countdown to $cancelled_kind: cancelled, the claim is in use."
+  [[ $phase == "$previous" ]] || note INFO "$EVC_REF: Phase $phase: $message"
+  [[ $log != true ]] || note INFO "$EVC_REF: Countdown to $kind: ${left}s left"
   [[ $changed != true ]] || status_set "$status"
 }
 
-# Entry point of the added, modified and sync hooks.
+# reconcile EVC PODS PVC: PVC, then lifecycle, then one status write. PODS and PVC
+# come from the pass's lists; the claim may have changed since the pass was taken, so
+# it is read again: gone, replaced or being deleted, it is left alone; otherwise its
+# current state is decided, and its resourceVersion guards the write (status_flush).
 reconcile() {
-  local ns=$1 name=$2 evc uid
+  local evc=$1 pods=$2 pvc=$3 ns name uid
+  read -r ns name uid < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid)"' <<<"$evc")
   EVC_REF=$ns/$name
   evc=$(evc_get "$ns" "$name")
-  if [[ -z $evc ]] || jq -e '.metadata.deletionTimestamp' <<<"$evc" >/dev/null; then
-    log_debug "$EVC_REF: gone or being deleted; nothing to do"
+  if [[ -z $evc ]] || ! jq -e --arg uid "$uid" '.metadata.uid == $uid and .metadata.deletionTimestamp == null' \
+    <<<"$evc" >/dev/null; then
+    log_debug "$EVC_REF: gone, replaced or being deleted; nothing to do"
     return 0
   fi
-  uid=$(jq -r '.metadata.uid' <<<"$evc")
-  ensure_pvc "$evc"
+  STATUS_RV=$(jq -r '.metadata.resourceVersion' <<<"$evc")
+  ensure_pvc "$evc" "$pvc"
   if [[ -z $CLAIM_FAILED ]]; then
-    run_lifecycle "$evc" "$ns" "$name" "$uid"
+    run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
   fi
   status_flush "$ns" "$name"
 }

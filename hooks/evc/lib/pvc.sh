@@ -14,7 +14,7 @@ fail_claim() {
     <<<"$evc" >/dev/null; then
     return 0
   fi
-  log_warning "$EVC_REF: $message"
+  note WARNING "$EVC_REF: $message"
   emit_event "$evc" Warning "$reason" "$message"
   status_set "$(jq -cn --arg m "$message" \
     '{phase: "Failed", message: $m, deadline: null, countdownLogged: null}')"
@@ -28,7 +28,13 @@ pvc_create() {
       "spec.size must be a positive quantity such as 1Gi, got '$size'; no PVC created"
     return 0
   fi
-  evc_jq 'pvc_manifest' <<<"$evc" | kubectl create -f - >/dev/null
+  local out
+  if ! out=$(evc_jq 'pvc_manifest' <<<"$evc" | kubectl create -f - 2>&1 >/dev/null); then
+    # Made meanwhile by the other path (added hook or sync-all): the next pass checks it.
+    [[ $out == *AlreadyExists* ]] || { log_error "$EVC_REF: creating PVC $ns/$name failed: $out"; return 1; }
+    log_debug "$EVC_REF: PVC $ns/$name was created meanwhile"
+    return 0
+  fi
   log_info "$EVC_REF: Created PVC $ns/$name of $size"
   status_set "$(jq -cn --arg s "$size" '{size: $s}')"
 }
@@ -76,12 +82,14 @@ pvc_grow() {
 }
 
 # Creates or updates the PVC; sets CLAIM_FAILED when the claim cannot have one.
+# ensure_pvc EVC [PVC]: PVC, when given, is the PVC as just listed ("null": none), which
+# saves reading it again.
 ensure_pvc() {
-  local evc=$1 ns name uid pvc
+  local evc=$1 ns name uid pvc=${2:-}
   read -r ns name uid < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid)"' <<<"$evc")
   # shellcheck disable=SC2034  # read by reconcile in lifecycle.sh
   CLAIM_FAILED=
-  pvc=$(pvc_get "$ns" "$name")
+  if [[ -z $pvc ]]; then pvc=$(pvc_get "$ns" "$name"); elif [[ $pvc == null ]]; then pvc=; fi
   if [[ -z $pvc ]]; then
     pvc_create "$evc" "$ns" "$name"
   elif ! evc_jq 'owned_by($uid)' -e --arg uid "$uid" <<<"$pvc" >/dev/null; then

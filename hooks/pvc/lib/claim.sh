@@ -17,21 +17,30 @@ claim_get() {
 
 subdomain_ok() { [[ ${#1} -le 253 && $1 =~ $DNS_SUBDOMAIN_RE ]]; }
 
-# Loads CLAIM_* and the derived names. The apiserver already validated name,
+# Loads CLAIM_* (and the raw request: CLAIM_SIZE, CLAIM_MODE, CLAIM_MODES, CLAIM_NODE)
+# in one jq run, then the derived names. The apiserver already validated name,
 # namespace and uid; they are checked again because they end up in a path.
 claim_load() {
   [[ -n ${EVENT_FILE:-} && -r $EVENT_FILE ]] || { log_error "pvc: EVENT_FILE is unset or unreadable"; exit 100; }
-  CLAIM_NS=$(claim_get .metadata.namespace)
-  CLAIM_NAME=$(claim_get .metadata.name)
-  CLAIM_UID=$(claim_get .metadata.uid)
+  local fields
+  # NUL-separated: no value can end a field early, whatever it holds.
+  mapfile -d '' -t fields < <(jq -j '.object | [.metadata.namespace, .metadata.name, .metadata.uid,
+      (.spec.storageClassName // .metadata.annotations["volume.beta.kubernetes.io/storage-class"]),
+      .status.phase, .metadata.deletionTimestamp, .spec.volumeName,
+      ([.spec.selector.matchLabels["kubernetes.io/hostname"],
+        .metadata.annotations["volume.kubernetes.io/selected-node"]] | map(select(. != null and . != "")) | first),
+      .spec.resources.requests.storage, .spec.volumeMode, (.spec.accessModes // [] | tojson)]
+    | map((. // "" | tostring) + "\u0000") | add' "$EVENT_FILE")
+  ((${#fields[@]} == 11)) || { log_error "pvc: cannot read the claim from EVENT_FILE"; exit 100; }
+  CLAIM_NS=${fields[0]} CLAIM_NAME=${fields[1]} CLAIM_UID=${fields[2]}
   CLAIM_REF=$(printf '%q/%q' "$CLAIM_NS" "$CLAIM_NAME")
   if [[ ! $CLAIM_NS =~ $DNS_LABEL_RE ]] || ! subdomain_ok "$CLAIM_NAME" || [[ ! $CLAIM_UID =~ $UUID_RE ]]; then
     log_error "pvc: refusing claim $CLAIM_REF with uid $(printf '%q' "$CLAIM_UID"): not a valid namespace, name and uid"
     exit 100
   fi
-  CLAIM_CLASS=$(claim_get '.spec.storageClassName // .metadata.annotations["volume.beta.kubernetes.io/storage-class"]')
-  CLAIM_PHASE=$(claim_get .status.phase)
-  CLAIM_DELETING=$(claim_get .metadata.deletionTimestamp)
+  CLAIM_CLASS=${fields[3]} CLAIM_PHASE=${fields[4]} CLAIM_DELETING=${fields[5]}
+  CLAIM_VOLUME=${fields[6]} CLAIM_NODE=${fields[7]} CLAIM_SIZE=${fields[8]}
+  CLAIM_MODE=${fields[9]} CLAIM_MODES=${fields[10]}
   claim_names
 }
 
@@ -59,10 +68,7 @@ claim_is_ours() {
 # The node that should hold the volume: the claim's selector, or the node the
 # scheduler picked for a WaitForFirstConsumer class.
 claim_node() {
-  local node
-  node=$(claim_get '.spec.selector.matchLabels["kubernetes.io/hostname"]')
-  [[ -n $node ]] || node=$(claim_get '.metadata.annotations["volume.kubernetes.io/selected-node"]')
-  printf '%s' "$node"
+  printf '%s' "$CLAIM_NODE"
 }
 
 # claim_fail CODE REASON MESSAGE: ERROR line plus a Warning Event on the

@@ -28,29 +28,64 @@ job_manifest() {
                         hostPath: {path: $dir, type: "DirectoryOrCreate"}}]}}}}'
 }
 
+# A Job's state from its JSON: deleting, running, succeeded or failed. Succeeded wins
+# over deleting: a Job deleted after it made the directory did its work.
+JOB_STATE_JQ='if (.status.succeeded // 0) > 0 then "succeeded"
+  elif .metadata.deletionTimestamp then "deleting"
+  elif (.status.failed // 0) > 0
+    or any(.status.conditions[]?; .type == "Failed" and .status == "True") then "failed"
+  else "running" end'
+
 # job_state NAME: missing, deleting, running, succeeded or failed.
 job_state() {
   local json
   json=$(kubectl get job -n "$JOB_NAMESPACE" "$1" --ignore-not-found -o json) || return 1
   [[ -n $json ]] || { echo missing; return 0; }
-  jq -r 'if .metadata.deletionTimestamp then "deleting"
-    elif (.status.succeeded // 0) > 0 then "succeeded"
-    elif (.status.failed // 0) > 0
-      or any(.status.conditions[]?; .type == "Failed" and .status == "True") then "failed"
-    else "running" end' <<<"$json"
+  jq -r "$JOB_STATE_JQ" <<<"$json"
 }
 
-# job_wait NAME: polls until the Job ends or JOB_TIMEOUT passes; prints
-# succeeded, failed, missing or timeout. API errors are retried until then.
+# One line per watch event: TYPE DELETION|SUCCEEDED|FAILED|CONDITIONS.
+JOB_WATCH_TEMPLATE='{.type} {.object.metadata.deletionTimestamp}|{.object.status.succeeded}|{.object.status.failed}|{range .object.status.conditions[*]}{.type}={.status},{end}{"\n"}'
+
+# job_watch NAME SECONDS: follows the Job with a watch (the hook sleeps in read, no
+# polling) until it ends; prints succeeded, failed, missing (deleted), or ended when
+# the watch stopped first (timeout, the Job not found, the server closed it).
+job_watch() {
+  local name=$1 fd pid head succeeded failed conditions state=ended
+  exec {fd}< <(exec timeout "$2" kubectl get job -n "$JOB_NAMESPACE" "$name" --watch \
+    --output-watch-events -o "jsonpath=$JOB_WATCH_TEMPLATE" 2>/dev/null)
+  pid=$!
+  while IFS='|' read -r -u "$fd" head succeeded failed conditions; do
+    if [[ $succeeded =~ ^[0-9]+$ ]] && ((10#$succeeded > 0)); then
+      state=succeeded
+    elif [[ $failed =~ ^[0-9]+$ ]] && ((10#$failed > 0)) || [[ $conditions == *Failed=True* ]]; then
+      state=failed
+    elif [[ ${head%% *} == DELETED ]]; then
+      state=missing
+    else
+      continue
+    fi
+    break
+  done
+  kill "$pid" 2>/dev/null || true
+  exec {fd}<&-
+  echo "$state"
+}
+
+# job_wait NAME: waits until the Job ends or JOB_TIMEOUT passes; prints
+# succeeded, failed, missing or timeout. A watch that ends early is followed by
+# one look at the Job, then another watch.
 job_wait() {
   local name=$1 state deadline
   deadline=$((SECONDS + $(timeout_seconds)))
-  while :; do
+  while ((SECONDS < deadline)); do
+    state=$(job_watch "$name" $((deadline - SECONDS)))
+    [[ $state == ended ]] || { echo "$state"; return 0; }
     state=$(job_state "$name") || state=unknown
     case $state in succeeded | failed | missing) echo "$state"; return 0 ;; esac
-    ((SECONDS < deadline)) || { echo timeout; return 0; }
-    sleep 0.5
+    ((SECONDS < deadline)) && sleep 1 # API errors: no busy loop
   done
+  echo timeout
 }
 
 # job_why NAME: what its pod said when it ended, for the ERROR and the Event.
@@ -75,9 +110,10 @@ job_delete() {
 }
 
 # job_start NAME COMPONENT PROGRAM FLAG PATH: creates the Job unless an earlier attempt did.
+# JOB_STATE, when set (provision's lookup), saves looking the Job up again.
 job_start() {
-  local name=$1 state
-  state=$(job_state "$name") || return 1
+  local name=$1 state=${JOB_STATE:-}
+  [[ -n $state ]] || state=$(job_state "$name") || return 1
   case $state in
     missing) ;;
     deleting) log_warning "pvc: Job $JOB_NAMESPACE/$name of an earlier attempt is still being deleted"; return 1 ;;

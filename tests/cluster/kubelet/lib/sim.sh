@@ -5,8 +5,10 @@
 # Every decision is taken from the pod itself (phase, nodeName, startTime),
 # never from memory, so any event may be replayed. Nothing here sleeps: a
 # pod that must wait is looked at again on its next SYNC event (--resync 1s).
-# Every pod gets a SYNC each second, so the common cases are decided from
-# the EVENT_OBJECT_* variables alone, without starting a process.
+# Every second (--resync 1s) the sync-all hook gets every pod at once and
+# handles only those that need something now (sim_all); the added and
+# modified hooks decide the common cases from the EVENT_OBJECT_* variables
+# alone, without starting a process.
 
 SIM_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=../../../../hooks/lib/log.sh
@@ -17,6 +19,8 @@ source "$SIM_LIB/schedule.sh"
 source "$SIM_LIB/commands.sh"
 
 SIM_RUN_SECONDS=${SIM_RUN_SECONDS:-1}
+# Pods handled at once by one pass of sync-all.
+SIM_PARALLEL=8
 KEEP_RUNNING_ANNOTATION=sim.operator-rs/keep-running
 
 # Whether the event shows a pod that needs nothing now. The pod may have
@@ -35,17 +39,43 @@ sim_idle() {
   (($(date +%s) - started < SIM_RUN_SECONDS))
 }
 
-# Entry point of the hooks.
+# Entry point of the added and modified hooks.
 sim_main() {
   sim_idle && return 0
-  POD_NS=$EVENT_OBJECT_METADATA_NAMESPACE
-  POD_NAME=$EVENT_OBJECT_METADATA_NAME
-  # The event may be older than the pod: decide on its current state.
+  sim_pod "$EVENT_OBJECT_METADATA_NAMESPACE" "$EVENT_OBJECT_METADATA_NAME"
+}
+
+# Entry point of the sync-all hook: the pods of the pass (EVENT_FILE) that need
+# something now, SIM_PARALLEL at a time, each in a process of its own (one pod's
+# failure is logged and retried at the next pass, a second later).
+sim_all() {
+  local ns name running=0
+  while IFS=$'\t' read -r ns name; do
+    (sim_pod "$ns" "$name") &
+    running=$((running + 1))
+    if ((running >= SIM_PARALLEL)); then
+      wait -n || true
+      running=$((running - 1))
+    fi
+  done < <(jq -r -L "$SIM_LIB" --argjson run "$SIM_RUN_SECONDS" --arg keep "$KEEP_RUNNING_ANNOTATION" \
+    'include "stage"; .objects[] | select(stage($run; $keep) != "none")
+     | [.metadata.namespace, .metadata.name] | @tsv' "$1")
+  while ((running > 0)); do
+    wait -n || true
+    running=$((running - 1))
+  done
+}
+
+# sim_pod NS NAME: one step for one pod. The event may be older than the pod:
+# decide on its current state.
+sim_pod() {
+  POD_NS=$1
+  POD_NAME=$2
   local pod stage node
   pod=$(kubectl get pod -n "$POD_NS" "$POD_NAME" -o json --ignore-not-found)
   [[ -n $pod ]] || return 0
-  { read -r stage; read -r node; } < <(jq -r --argjson run "$SIM_RUN_SECONDS" \
-    --arg keep "$KEEP_RUNNING_ANNOTATION" -f "$SIM_LIB/stage.jq" <<<"$pod")
+  { read -r stage; read -r node; } < <(jq -r -L "$SIM_LIB" --argjson run "$SIM_RUN_SECONDS" \
+    --arg keep "$KEEP_RUNNING_ANNOTATION" 'include "stage"; stage($run; $keep), (.spec.nodeName // "")' <<<"$pod")
   case $stage in
     delete) sim_delete ;;
     schedule) sim_schedule "$pod" ;;

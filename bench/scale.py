@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""The shipped hook directories at scale (issue 14, targets 4 and 5), against the local control plane.
+
+  bench/scale.py --kubeconfig K --operator target/release/operator --repo . --work DIR \
+                 --out scale.json --phase pvc|evc [--repeat N]
+
+- pvc (cluster WITH the pod simulator, which acts out the Jobs): `operator -o pvc -n NS -h
+  hooks/pvc` with --workers left at its default (a namespace per round); 200 claims of class local-storage are
+  created at once (16 connections), spread over the three nodes. Per claim: creation
+  (the API's answer) -> first poll (every 0.25 s) that sees it Bound; all Bound; CPU of
+  the runner and of its hooks (their children included) from /proc, and of the pod
+  simulator (the cluster's own operator) over the same time.
+- evc (cluster WITHOUT the simulator: pod phases are set through the API): 5,000 pods
+  and 1,000 EVCs in one namespace. A third of the claims have Running pods (InUse), a
+  third Succeeded pods (Released), a third none (Pending); periods of a day, so none is
+  deleted. `operator -o evc -n NS -h hooks/evc --resync 10s`: first the start (every
+  claim gets its PVC and a status), then a steady window: CPU of runner + hooks,
+  the hook's passes (its `pass over N claims` lines: interval between passes = how often
+  every claim is reconciled), and kube-apiserver's apiserver_request_total per pass
+  (hook verbs on pods, PVCs, EVCs, Events), with an equal window before the operator
+  started as the baseline (controllers, heartbeat).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import CLK_TCK, Kube, ensure_namespace, percentile  # noqa: E402
+
+NODES = ["kind-worker", "kind-worker2", "kind-control-plane"]
+
+
+def log(msg):
+    print(f"[scale {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def kubectl(kubeconfig, *args, stdin=None):
+    return subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], input=stdin, text=True,
+                          check=True, capture_output=True).stdout
+
+
+def proc_cpu(pid):
+    """(own CPU s, reaped children's CPU s) of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def parallel(items, fn, threads=16):
+    errors = []
+
+    def work(chunk):
+        for item in chunk:
+            try:
+                fn(item)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(f"{item}: {e}")
+
+    ts = [threading.Thread(target=work, args=(items[i::threads],)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise RuntimeError("; ".join(errors[:3]))
+
+
+def must(status, raw, what, ok=(200, 201)):
+    if status not in ok:
+        raise RuntimeError(f"{what}: {status} {raw[:300]!r}")
+
+
+class Runner:
+    """The operator on a hooks directory, in its own session; CPU read from /proc."""
+
+    def __init__(self, args, argv, name):
+        self.log = os.path.join(args.work, f"{name}.log")
+        if os.path.exists(self.log):
+            os.remove(self.log)
+        env = dict(os.environ, KUBECONFIG=args.kubeconfig, KUBECACHEDIR=os.path.join(args.work, "kube-cache"))
+        self.proc = subprocess.Popen([args.operator, *argv, "-l", self.log], env=env, cwd=args.repo,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.t0 = time.monotonic()
+
+    def cpu(self):
+        return proc_cpu(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+
+def simulator_pid(cluster_dir):
+    try:
+        with open(os.path.join(cluster_dir, "pids", "kubelet")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def simulator_cpu(pid):
+    if pid is None:
+        return 0.0
+    own, children = proc_cpu(pid)
+    return own + children
+
+
+# --- pvc -----------------------------------------------------------------------------------
+
+def pvc_phase(args, kube, claims=200, timeout=300):
+    # A namespace per round: the claims of earlier rounds (Bound) are not replayed.
+    ns = f"pvc-scale-{args.round}"
+    kubectl(args.kubeconfig, "apply", "-f", os.path.join(args.repo, "storageclass.yaml"))
+    ensure_namespace(kube, ns)
+    sim = simulator_pid(args.cluster_dir)
+    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc")], f"pvc-{args.round}")
+    deadline = time.monotonic() + 60
+    while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the pvc runner did not list claims")
+        time.sleep(0.1)
+    load0 = loadavg()
+    cpu0, sim0 = runner.cpu(), simulator_cpu(sim)
+    created = {}
+    names = [f"c-{args.round}-{i:03d}" for i in range(claims)]
+
+    def create(name):
+        i = int(name.rsplit("-", 1)[1])
+        body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-storage",
+                         "resources": {"requests": {"storage": "1Gi"}},
+                         "selector": {"matchLabels": {"kubernetes.io/hostname": NODES[i % len(NODES)]}}}}
+        status, raw = kube.request("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", body)
+        created[name] = time.monotonic()
+        must(status, raw, f"claim {name}")
+
+    t_start = time.monotonic()
+    parallel(names, create)
+    log(f"pvc: {claims} claims created in {time.monotonic() - t_start:.1f} s")
+    bound = {}
+    while len(bound) < claims and time.monotonic() - t_start < timeout:
+        status, raw = kube.request("GET", f"/api/v1/namespaces/{ns}/persistentvolumeclaims")
+        now = time.monotonic()
+        if status == 200:
+            for item in json.loads(raw)["items"]:
+                name = item["metadata"]["name"]
+                if item.get("status", {}).get("phase") == "Bound" and name not in bound and name in created:
+                    bound[name] = now
+        time.sleep(0.25)
+    t_end = time.monotonic()
+    cpu1, sim1 = runner.cpu(), simulator_cpu(sim)
+    load1 = loadavg()
+    text = runner.text()
+    runner.stop()
+    lat = [bound[n] - created[n] for n in bound]
+    r = {"phase": "pvc", "round": args.round, "claims": claims, "bound": len(bound),
+         "all_bound_s": (max(bound.values()) - t_start) if len(bound) == claims else None,
+         "p50_s": percentile(lat, 0.5) if lat else None, "p99_s": percentile(lat, 0.99) if lat else None,
+         "max_s": max(lat) if lat else None,
+         "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1], "simulator_cpu_s": sim1 - sim0,
+         "window_s": t_end - t_start, "hook_errors": text.count(" ERROR "),
+         "workers": "default", "load_before": load0, "load_after": load1}
+    log(f"pvc {json.dumps(r)}")
+    return r
+
+
+# --- evc -----------------------------------------------------------------------------------
+
+DAY = 86400
+
+
+def evc_setup(args, kube, ns, evcs, pods):
+    kubectl(args.kubeconfig, "apply", "-f", os.path.join(args.repo, "hooks/evc/crd.yaml"))
+    kubectl(args.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/ephemeralvolumeclaims.zalando.org")
+    ensure_namespace(kube, ns)
+    third = evcs // 3
+    users = 2 * third                      # claims 0..users-1 have pods; the rest none
+    spare = pods // 5                      # pods that mount no claim at all
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def pod(i):
+        name = f"p-{i:05d}"
+        claim = None if i < spare else f"e-{(i - spare) % users:04d}"
+        spec = {"restartPolicy": "Never", "nodeName": "kind-worker",
+                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        if claim:
+            spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+            spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+        status, raw = kube.request("POST", f"/api/v1/namespaces/{ns}/pods",
+                                   {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+        must(status, raw, f"pod {name}", ok=(201, 409))
+        used = claim is not None and int(claim[2:]) < third
+        phase = "Running" if used or claim is None else "Succeeded"
+        state = ({"running": {"startedAt": now}} if phase == "Running"
+                 else {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}})
+        patch = {"status": {"phase": phase, "containerStatuses": [
+            {"name": "c", "image": "busybox", "imageID": "", "ready": phase == "Running", "restartCount": 0,
+             "state": state}]}}
+        status, raw = kube.request("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}/status", patch)
+        must(status, raw, f"pod status {name}")
+
+    def evc(i):
+        body = {"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+                "metadata": {"name": f"e-{i:04d}", "labels": {"bench": "evc"}},
+                "spec": {"size": "1Gi", "expiryPeriod": DAY, "gracePeriod": DAY}}
+        status, raw = kube.request("POST", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims", body)
+        must(status, raw, f"evc {i}", ok=(201, 409))
+
+    t = time.monotonic()
+    parallel(list(range(pods)), pod)
+    log(f"evc: {pods} pods created and given a phase in {time.monotonic() - t:.0f} s")
+    t = time.monotonic()
+    parallel(list(range(evcs)), evc)
+    log(f"evc: {evcs} EVCs created in {time.monotonic() - t:.0f} s")
+
+
+def evcs_with_status(kube, ns):
+    status, raw = kube.request("GET", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims")
+    if status != 200:
+        return {}
+    phases = {}
+    for item in json.loads(raw)["items"]:
+        p = (item.get("status") or {}).get("phase")
+        phases[p] = phases.get(p, 0) + 1
+    return phases
+
+
+HOOK_RESOURCES = ("pods", "persistentvolumeclaims", "ephemeralvolumeclaims", "events")
+
+
+def request_counts(kube):
+    """apiserver_request_total summed per (verb, resource, subresource) for what the hooks touch."""
+    status, raw = kube.request("GET", "/metrics")
+    must(status, raw, "/metrics", ok=(200,))
+    out = {}
+    for line in raw.decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("resource") not in HOOK_RESOURCES:
+            continue
+        key = f"{labels.get('verb')} {labels['resource']}" + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+        out[key] = out.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def diff(a, b):
+    return {k: b.get(k, 0) - a.get(k, 0) for k in sorted(set(a) | set(b)) if b.get(k, 0) - a.get(k, 0)}
+
+
+PASS_RE = re.compile(r"^(\S+ \S+) INFO .*evc: pass over (\d+) claims: (\d+) statuses written, (\d+) deleted, "
+                     r"(\d+) one by one, in ([0-9.]+)s$")
+
+
+def passes(text):
+    out = []
+    for line in text.splitlines():
+        m = PASS_RE.match(line)
+        if m:
+            t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+            out.append({"t": t, "claims": int(m.group(2)), "written": int(m.group(3)),
+                        "one_by_one": int(m.group(5)), "took_s": float(m.group(6))})
+    return out
+
+
+def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
+    ns = "evc-scale"
+    if args.round == 0:
+        evc_setup(args, kube, ns, evcs, pods)
+    base0 = request_counts(kube)
+    time.sleep(30)
+    base1 = request_counts(kube)
+    baseline = {k: v * 10 / 30 for k, v in diff(base0, base1).items()}  # per 10 s
+    load0 = loadavg()
+    runner = Runner(args, ["-o", "evc", "-n", ns, "-h", os.path.join(args.repo, "hooks/evc"), "--resync", resync],
+                    f"evc-{args.round}")
+    # Start: every claim gets its PVC and a status (a restart: only the passes work).
+    deadline = time.monotonic() + 900
+    while True:
+        phases = evcs_with_status(kube, ns)
+        if sum(v for k, v in phases.items() if k) >= evcs:
+            break
+        if time.monotonic() > deadline or runner.proc.poll() is not None:
+            raise RuntimeError(f"evc: claims never all got a status: {phases}")
+        time.sleep(1)
+    start_s = time.monotonic() - runner.t0
+    cpu_start = runner.cpu()
+    log(f"evc: all {evcs} claims have a status after {start_s:.0f} s: {phases}")
+    # Steady state.
+    req0, cpu0, t0 = request_counts(kube), runner.cpu(), time.monotonic()
+    time.sleep(window)
+    req1, cpu1, t1 = request_counts(kube), runner.cpu(), time.monotonic()
+    load1 = loadavg()
+    text = runner.text()
+    runner.stop()
+    ps = [p for p in passes(text) if p["claims"] == evcs]
+    in_window = [p for p in ps if p["t"] >= time.time() - (time.monotonic() - t0) - 1]
+    gaps = [b["t"] - a["t"] for a, b in zip(ps, ps[1:])]
+    n_passes = max(1, len(in_window))
+    reqs = diff(req0, req1)
+    cpu_s = (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1])
+    r = {"phase": "evc", "round": args.round, "evcs": evcs, "pods": pods, "resync": resync, "phases": phases,
+         "start_s": start_s, "start_cpu_s": cpu_start[0] + cpu_start[1],
+         "window_s": t1 - t0, "cpu_runner_s": cpu1[0] - cpu0[0], "cpu_hooks_s": cpu1[1] - cpu0[1],
+         "cores": cpu_s / (t1 - t0), "passes": len(in_window),
+         "pass_took_p50_s": percentile([p["took_s"] for p in in_window], 0.5) if in_window else None,
+         "pass_took_max_s": max((p["took_s"] for p in in_window), default=None),
+         "max_gap_s": max(gaps, default=None), "writes_per_pass": (sum(p["written"] for p in in_window) / n_passes),
+         "requests_per_pass": {k: v / n_passes for k, v in reqs.items()},
+         "requests_total_per_pass": sum(reqs.values()) / n_passes,
+         "baseline_per_10s": baseline, "baseline_total_per_10s": sum(baseline.values()),
+         "hook_errors": text.count(" ERROR "), "load_before": load0, "load_after": load1}
+    log(f"evc {json.dumps(r)}")
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument("--operator", required=True)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--phase", required=True, choices=["pvc", "evc"])
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, to measure the noise")
+    ap.add_argument("--window", type=int, default=120, help="evc: seconds of steady state measured")
+    ap.add_argument("--evcs", type=int, default=1000)
+    ap.add_argument("--pods", type=int, default=5000)
+    ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
+    args = ap.parse_args()
+    args.cluster_dir = os.path.dirname(os.path.abspath(args.kubeconfig))
+    os.makedirs(args.work, exist_ok=True)
+    kube = Kube(args.kubeconfig)
+    results = []
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+    for rnd in range(args.repeat):
+        args.round = rnd
+        r = (pvc_phase(args, kube, claims=args.claims) if args.phase == "pvc"
+             else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))
+        results.append(r)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,554 @@
+//! Leader election on a coordination.k8s.io/v1 Lease, with a priority takeover: only the holder runs hooks.
+//!
+//! The protocol is client-go's (optimistic updates of one Lease, expiry judged by the
+//! local clock from when a change of the record was seen, never by comparing clocks),
+//! plus kopf's dev-mode priority: a candidate of higher priority than the holder writes
+//! a claim annotation; the holder sees it on its next renewal, stops as on SIGTERM and
+//! releases; nobody of lower priority acquires while a fresh claim exists.
+
+use crate::metrics;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, PostParams};
+use kube::core::ObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The holder's priority, so that candidates can compare theirs.
+pub const PRIORITY_ANNOTATION: &str = "operator-sh/priority";
+/// A higher-priority candidate's request that the holder hand over: JSON {identity, priority, time}.
+pub const CLAIM_ANNOTATION: &str = "operator-sh/claim";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error(
+        "lost the Lease {lease}: it could not be renewed within the renew deadline ({deadline:?}); running hooks were ended"
+    )]
+    RenewDeadline { lease: String, deadline: Duration },
+    #[error("lost the Lease {lease}: {holder} holds it now; running hooks were ended")]
+    Taken { lease: String, holder: String },
+    #[error("the API server refused the Lease {lease}: {message}")]
+    Refused { lease: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Claim {
+    identity: String,
+    priority: i32,
+    time: String,
+}
+
+/// What one look at the Lease showed.
+#[derive(Debug, Default)]
+struct View {
+    /// The holder, unless there is none or its lease expired.
+    holder: Option<String>,
+    holder_priority: i32,
+    until_expiry: Duration,
+    /// A fresh claim, if any.
+    claim: Option<Claim>,
+}
+
+enum Attempt {
+    Acquired,
+    /// Someone else leads (or is taking over); look again after `wait`.
+    Standby {
+        leader: Option<(String, i32)>,
+        wait: Duration,
+    },
+}
+
+enum Renewal {
+    Renewed { yield_to: Option<Claim> },
+    Taken(String),
+    Conflicted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Stopped,
+    Yielded,
+}
+
+pub struct Election {
+    api: Api<Lease>,
+    name: String,
+    lease: String,
+    identity: String,
+    priority: i32,
+    timing: Timing,
+    seen_record: Option<(String, Instant)>,
+    seen_claim: Option<(String, Instant)>,
+    claimed: bool,
+}
+
+impl Election {
+    pub fn new(client: kube::Client, namespace: &str, name: &str, priority: i32, timing: Timing) -> Election {
+        Election {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            lease: format!("{namespace}/{name}"),
+            identity: identity(),
+            priority,
+            timing,
+            seen_record: None,
+            seen_claim: None,
+            claimed: false,
+        }
+    }
+
+    /// Stands by until this instance holds the Lease, then runs `runner` with a token
+    /// that ends its term; again after a priority hand-over; returns after a signal.
+    pub async fn lead<F, Fut, E>(mut self, stop: CancellationToken, mut runner: F) -> Result<(), E>
+    where
+        F: FnMut(CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: From<LeaderError>,
+    {
+        metrics::leader(false);
+        tracing::info!("leader election on the Lease {} as {} (priority {})", self.lease, self.identity, self.priority);
+        loop {
+            if !self.stand_by(&stop).await? {
+                return Ok(());
+            }
+            let work = CancellationToken::new();
+            if self.term(&stop, &work, runner(work.clone())).await? == End::Stopped {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for the Lease; false when stopped first.
+    async fn stand_by(&mut self, stop: &CancellationToken) -> Result<bool, LeaderError> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let mut changes = std::pin::pin!(watcher(self.api.clone(), config).default_backoff());
+        let (mut known, mut failing) = (None, false);
+        loop {
+            let wait = match tokio::time::timeout(self.timing.retry_period, self.try_acquire()).await {
+                Ok(Ok(Attempt::Acquired)) => {
+                    metrics::lease_ok();
+                    return Ok(true);
+                }
+                Ok(Ok(Attempt::Standby { leader, wait })) => {
+                    metrics::lease_ok();
+                    failing = false;
+                    self.log_leader(&mut known, leader);
+                    wait
+                }
+                Ok(Err(e)) if refused(&e) => return Err(self.refused(e)),
+                Ok(Err(e)) => self.failed(&mut failing, &e.to_string()),
+                Err(_) => self.failed(&mut failing, "no answer within the retry period"),
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    self.withdraw_claim().await;
+                    return Ok(false);
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = changes.next() => {}
+            }
+        }
+    }
+
+    fn log_leader(&self, known: &mut Option<(String, i32)>, leader: Option<(String, i32)>) {
+        if leader.is_some() && *known != leader {
+            let (who, priority) = leader.clone().unwrap_or_default();
+            tracing::info!("standing by: {who} (priority {priority}) leads the Lease {}", self.lease);
+            metrics::set_ready(true);
+            *known = leader;
+        }
+    }
+
+    fn failed(&self, failing: &mut bool, why: &str) -> Duration {
+        metrics::lease_failed();
+        if !std::mem::replace(failing, true) {
+            tracing::warn!(
+                "cannot read the Lease {}: {why}; retrying every {:?}",
+                self.lease,
+                self.timing.retry_period
+            );
+        }
+        self.timing.retry_period
+    }
+
+    fn refused(&self, e: kube::Error) -> LeaderError {
+        LeaderError::Refused { lease: self.lease.clone(), message: api_message(&e) }
+    }
+
+    /// One round of client-go's tryAcquireOrRenew, with the priority rules.
+    async fn try_acquire(&mut self) -> Result<Attempt, kube::Error> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else {
+            return self.create().await;
+        };
+        let v = self.view(&lease);
+        if let Some(holder) = v.holder.clone().filter(|h| *h != self.identity) {
+            if self.priority > v.holder_priority && self.may_claim(&v) {
+                self.claim(lease, &holder, v.holder_priority).await?;
+            }
+            let wait = v.until_expiry.min(self.timing.retry_period);
+            return Ok(Attempt::Standby { leader: Some((holder, v.holder_priority)), wait });
+        }
+        if let Some(c) = v.claim.filter(|c| c.identity != self.identity && c.priority > self.priority) {
+            return Ok(Attempt::Standby { leader: Some((c.identity, c.priority)), wait: self.timing.retry_period });
+        }
+        match self.api.replace(&self.name, &PostParams::default(), &self.held(lease)).await {
+            Ok(_) => Ok(Attempt::Acquired),
+            Err(e) if conflict(&e) => Ok(Attempt::Standby { leader: None, wait: Duration::from_millis(100) }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create(&mut self) -> Result<Attempt, kube::Error> {
+        let lease =
+            Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() }, spec: None };
+        match self.api.create(&PostParams::default(), &self.held(lease)).await {
+            Ok(_) => Ok(Attempt::Acquired),
+            Err(e) if conflict(&e) => Ok(Attempt::Standby { leader: None, wait: Duration::from_millis(100) }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads the Lease as of now, noting when its record or claim changed.
+    fn view(&mut self, lease: &Lease) -> View {
+        let spec = lease.spec.clone().unwrap_or_default();
+        let annotations = lease.metadata.annotations.clone().unwrap_or_default();
+        let holder = spec.holder_identity.filter(|h| !h.is_empty());
+        let record = format!("{holder:?} {:?}", spec.renew_time.as_ref().map(|t| t.0));
+        let seen = observed(&mut self.seen_record, record);
+        let duration = spec.lease_duration_seconds.map_or(self.timing.lease_duration, |s| secs(s.max(0)));
+        let until_expiry = (seen + duration).saturating_duration_since(Instant::now());
+        let claim_text = annotations.get(CLAIM_ANNOTATION).cloned().unwrap_or_default();
+        let claim_seen = observed(&mut self.seen_claim, claim_text.clone());
+        View {
+            holder: holder.filter(|_| !until_expiry.is_zero()),
+            holder_priority: annotations.get(PRIORITY_ANNOTATION).and_then(|p| p.parse().ok()).unwrap_or(0),
+            until_expiry,
+            claim: serde_json::from_str::<Claim>(&claim_text)
+                .ok()
+                .filter(|c| fresh(c, claim_seen, self.timing.lease_duration)),
+        }
+    }
+
+    fn may_claim(&self, v: &View) -> bool {
+        v.claim.as_ref().is_none_or(|c| c.identity == self.identity || c.priority < self.priority)
+    }
+
+    /// Asks the holder to hand over; a conflict only means the Lease changed meanwhile.
+    async fn claim(&mut self, mut lease: Lease, holder: &str, holder_priority: i32) -> Result<(), kube::Error> {
+        let claim =
+            Claim { identity: self.identity.clone(), priority: self.priority, time: Timestamp::now().to_string() };
+        let text = serde_json::to_string(&claim).unwrap_or_default();
+        lease.metadata.annotations.get_or_insert_with(Default::default).insert(CLAIM_ANNOTATION.into(), text);
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) if !self.claimed => {
+                tracing::info!(
+                    "asking {holder} (priority {holder_priority}) to hand the Lease {} over to this instance (priority {})",
+                    self.lease,
+                    self.priority
+                );
+                self.claimed = true;
+                Ok(())
+            }
+            Err(e) if !conflict(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The Lease as this instance holds it from now on; its own claim is done with.
+    fn held(&self, mut lease: Lease) -> Lease {
+        let now = MicroTime(Timestamp::now());
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.map_or(0, |n| n + 1));
+        }
+        spec.holder_identity = Some(self.identity.clone());
+        spec.lease_duration_seconds = Some(self.timing.lease_duration.as_secs_f64().ceil() as i32);
+        spec.renew_time = Some(now);
+        let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+        annotations.insert(PRIORITY_ANNOTATION.into(), self.priority.to_string());
+        let mine = annotations
+            .get(CLAIM_ANNOTATION)
+            .and_then(|t| serde_json::from_str::<Claim>(t).ok())
+            .is_some_and(|c| c.identity == self.identity);
+        if mine {
+            annotations.remove(CLAIM_ANNOTATION);
+        }
+        lease
+    }
+
+    /// One term as leader: renews every retry period until the runner ends.
+    async fn term<E: From<LeaderError>>(
+        &mut self,
+        stop: &CancellationToken,
+        work: &CancellationToken,
+        run: impl Future<Output = Result<(), E>>,
+    ) -> Result<End, E> {
+        tracing::info!("leading: this instance ({}) holds the Lease {}", self.identity, self.lease);
+        metrics::leader(true);
+        metrics::set_ready(false);
+        self.claimed = false;
+        let mut run = std::pin::pin!(run);
+        let (mut last_renew, mut end) = (Instant::now(), None);
+        let mut next = last_renew + self.timing.retry_period;
+        loop {
+            tokio::select! {
+                result = &mut run => {
+                    self.release().await;
+                    metrics::leader(false);
+                    result?;
+                    return Ok(end.unwrap_or(End::Stopped));
+                }
+                _ = stop.cancelled(), if end.is_none() => {
+                    tracing::info!("taking no more events; running hooks may finish within the grace period, then the Lease is released");
+                    end = Some(End::Stopped);
+                    work.cancel();
+                }
+                _ = tokio::time::sleep_until(next.into()) => {
+                    let started = Instant::now();
+                    let left = (last_renew + self.timing.renew_deadline).saturating_duration_since(started);
+                    match tokio::time::timeout(left, self.renew()).await {
+                        Ok(Ok(Renewal::Renewed { yield_to })) => {
+                            last_renew = started;
+                            metrics::lease_ok();
+                            if let (Some(c), None) = (yield_to, end) {
+                                tracing::info!("{} (priority {}) asks for the Lease {}: handing over once running hooks finished", c.identity, c.priority, self.lease);
+                                end = Some(End::Yielded);
+                                work.cancel();
+                            }
+                        }
+                        Ok(Ok(Renewal::Taken(holder))) => {
+                            let lease = self.lease.clone();
+                            return Err(abort(work, run, LeaderError::Taken { lease, holder }).await.into());
+                        }
+                        Ok(Ok(Renewal::Conflicted)) => {}
+                        Ok(Err(e)) => {
+                            metrics::lease_failed();
+                            tracing::warn!("cannot renew the Lease {}: {}", self.lease, api_message(&e));
+                        }
+                        Err(_) => metrics::lease_failed(),
+                    }
+                    if last_renew.elapsed() >= self.timing.renew_deadline {
+                        let (lease, deadline) = (self.lease.clone(), self.timing.renew_deadline);
+                        return Err(abort(work, run, LeaderError::RenewDeadline { lease, deadline }).await.into());
+                    }
+                    next = (started + self.timing.retry_period).min(last_renew + self.timing.renew_deadline);
+                }
+            }
+        }
+    }
+
+    async fn renew(&mut self) -> Result<Renewal, kube::Error> {
+        for _ in 0..3 {
+            let Some(lease) = self.api.get_opt(&self.name).await? else {
+                return match self.create().await? {
+                    Attempt::Acquired => Ok(Renewal::Renewed { yield_to: None }),
+                    Attempt::Standby { .. } => Ok(Renewal::Conflicted),
+                };
+            };
+            let v = self.view(&lease);
+            if v.holder.as_deref() != Some(self.identity.as_str()) {
+                return Ok(Renewal::Taken(v.holder.unwrap_or_else(|| "nobody".into())));
+            }
+            let yield_to = v.claim.filter(|c| c.identity != self.identity && c.priority > self.priority);
+            match self.api.replace(&self.name, &PostParams::default(), &self.held(lease)).await {
+                Ok(_) => return Ok(Renewal::Renewed { yield_to }),
+                Err(e) if conflict(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Renewal::Conflicted)
+    }
+
+    /// Clears the holder so that a standby takes over at once (client-go's ReleaseOnCancel).
+    async fn release(&mut self) {
+        let attempt = async {
+            for _ in 0..3 {
+                let mut lease = match self.api.get_opt(&self.name).await {
+                    Ok(Some(l)) => l,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                let spec = lease.spec.get_or_insert_with(Default::default);
+                if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+                    return Ok(());
+                }
+                spec.holder_identity = None;
+                spec.lease_duration_seconds = Some(1);
+                spec.renew_time = Some(MicroTime(Timestamp::now()));
+                lease.metadata.annotations.get_or_insert_with(Default::default).remove(PRIORITY_ANNOTATION);
+                match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if conflict(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(self.timing.renew_deadline, attempt).await {
+            Ok(Ok(())) => tracing::info!("released the Lease {}", self.lease),
+            Ok(Err(e)) => tracing::warn!("cannot release the Lease {}: {}", self.lease, api_message(&e)),
+            Err(_) => tracing::warn!("cannot release the Lease {}: no answer", self.lease),
+        }
+    }
+
+    /// A candidate that stops before it acquired takes back its claim, so that the
+    /// holder does not hand over to nobody.
+    async fn withdraw_claim(&mut self) {
+        if !self.claimed {
+            return;
+        }
+        let attempt = async {
+            let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+            let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
+            let mine = annotations
+                .get(CLAIM_ANNOTATION)
+                .and_then(|t| serde_json::from_str::<Claim>(t).ok())
+                .is_some_and(|c| c.identity == self.identity);
+            if mine {
+                annotations.remove(CLAIM_ANNOTATION);
+                let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
+            }
+        };
+        let _ = tokio::time::timeout(self.timing.retry_period, attempt).await;
+    }
+}
+
+/// Ends every running hook at once and gives the runner a moment to wind down: another
+/// instance may already run hooks.
+async fn abort<E>(work: &CancellationToken, run: impl Future<Output = Result<(), E>>, err: LeaderError) -> LeaderError {
+    crate::hooks::spawn::abort_all();
+    work.cancel();
+    metrics::leader(false);
+    let _ = tokio::time::timeout(Duration::from_secs(1), run).await;
+    err
+}
+
+/// When `value` was first seen (now, if it differs from the last one).
+fn observed(slot: &mut Option<(String, Instant)>, value: String) -> Instant {
+    match slot {
+        Some((v, at)) if *v == value => *at,
+        _ => {
+            let now = Instant::now();
+            *slot = Some((value, now));
+            now
+        }
+    }
+}
+
+/// A claim counts while it is younger than a lease duration, both by its own time and
+/// by when it was seen here (a claimant whose clock runs ahead cannot block forever).
+fn fresh(c: &Claim, seen: Instant, lease_duration: Duration) -> bool {
+    let age = c.time.parse::<Timestamp>().ok().map(|t| Timestamp::now().duration_since(t));
+    let young_by_its_time = age.is_some_and(|a| a.as_secs_f64() < lease_duration.as_secs_f64());
+    young_by_its_time && seen.elapsed() < lease_duration
+}
+
+fn secs(s: i32) -> Duration {
+    Duration::from_secs(s as u64)
+}
+
+fn conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Errors that retrying cannot fix: permissions, a missing namespace, an invalid name.
+fn refused(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429)
+}
+
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Host name and PID, as unique as the pod and readable in `kubectl get lease -o yaml`.
+pub fn identity() -> String {
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into());
+    format!("{host}_{}", std::process::id())
+}
+
+/// `operator-<resource>-<hooks dir name>`, as a valid Lease name: replicas of one
+/// deployment agree on it, and a developer's checkout of the same hooks does too.
+pub fn default_lease_name(resource: &str, hooks_dir: &std::path::Path) -> String {
+    let dir = hooks_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let raw = format!("operator-{resource}-{dir}").to_ascii_lowercase();
+    let mut name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+    name.truncate(253);
+    name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
+}
+
+/// A Lease name must be a DNS subdomain.
+pub fn valid_lease_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(identity: &str, priority: i32, time: Timestamp) -> Claim {
+        Claim { identity: identity.into(), priority, time: time.to_string() }
+    }
+
+    #[test]
+    fn the_default_lease_name_is_a_valid_name_from_type_and_hooks_directory() {
+        let name = default_lease_name("persistentvolumeclaims", std::path::Path::new("/src/My Hooks/pvc_v2/"));
+        assert_eq!(name, "operator-persistentvolumeclaims-pvc-v2");
+        assert!(valid_lease_name(&name));
+        assert!(valid_lease_name(&default_lease_name("evcs.example.com", std::path::Path::new("/hooks/"))));
+    }
+
+    #[test]
+    fn lease_names_must_be_dns_subdomains() {
+        assert!(valid_lease_name("a.b-c"));
+        assert!(!valid_lease_name("Upper"));
+        assert!(!valid_lease_name("-a"));
+        assert!(!valid_lease_name("a..b"));
+        assert!(!valid_lease_name(""));
+    }
+
+    #[test]
+    fn a_claim_is_fresh_for_one_lease_duration() {
+        let d = Duration::from_secs(15);
+        assert!(fresh(&claim("x", 1, Timestamp::now()), Instant::now(), d));
+        let old = Timestamp::now() - jiff::SignedDuration::from_secs(20);
+        assert!(!fresh(&claim("x", 1, old), Instant::now(), d), "old by its own time");
+        let seen_long_ago = Instant::now().checked_sub(Duration::from_secs(20)).unwrap();
+        assert!(!fresh(&claim("x", 1, Timestamp::now()), seen_long_ago, d), "a clock running ahead");
+        assert!(!fresh(&Claim { time: "garbage".into(), ..claim("x", 1, Timestamp::now()) }, Instant::now(), d));
+    }
+
+    #[test]
+    fn an_observation_keeps_its_time_until_the_value_changes() {
+        let mut slot = None;
+        let first = observed(&mut slot, "a".into());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(observed(&mut slot, "a".into()), first);
+        assert!(observed(&mut slot, "b".into()) > first);
+    }
+
+    #[test]
+    fn identity_is_host_and_pid() {
+        assert!(identity().ends_with(&format!("_{}", std::process::id())));
+    }
+}
