@@ -441,7 +441,8 @@ test_accounts_hold_only_what_their_hooks_use() {
   local pvc=operator-pvc:operator evc=operator-evc:operator jobs=operator-pvc-jobs
   expect_can "$pvc" "watch persistentvolumeclaims -A" "patch persistentvolumeclaims -n default" \
     "create persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
-    "create events -n default" "create jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs"
+    "create events -n default" "update events -n default" "create jobs.batch -n $jobs" \
+    "watch jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs"
   expect_cannot "$pvc" "get secrets -n operator-pvc" "list secrets -A" "get configmaps -n operator-pvc" \
     "create jobs.batch -n default" "create jobs.batch -n operator-pvc" "create pods -n $jobs" \
     "list pods -A" "delete persistentvolumeclaims -n default" "update persistentvolumes" \
@@ -453,10 +454,12 @@ test_accounts_hold_only_what_their_hooks_use() {
   expect_can "$evc" "watch ephemeralvolumeclaims.zalando.org -A" "delete ephemeralvolumeclaims.zalando.org -n default" \
     "patch ephemeralvolumeclaims.zalando.org --subresource=status -n default" \
     "get ephemeralvolumeclaims.zalando.org --subresource=status -n default" "create persistentvolumeclaims -n default" \
-    "delete persistentvolumeclaims -n default" "list pods -n default" "create events -n default"
+    "delete persistentvolumeclaims -n default" "list persistentvolumeclaims -n default" \
+    "update ephemeralvolumeclaims.zalando.org --subresource=status -n default" "list pods -n default" \
+    "create events -n default"
   expect_cannot "$evc" "get secrets -n operator-evc" "list secrets -A" "get configmaps -n default" \
     "patch ephemeralvolumeclaims.zalando.org -n default" "create ephemeralvolumeclaims.zalando.org -n default" \
-    "list persistentvolumeclaims -A" "get persistentvolumes" "create persistentvolumes" "get pods -n default" \
+    "watch persistentvolumeclaims -A" "update ephemeralvolumeclaims.zalando.org -n default" "get persistentvolumes" "create persistentvolumes" "get pods -n default" \
     "create pods -n default" "get nodes" "create jobs.batch -n $jobs" "create serviceaccounts --subresource=token -n operator-evc" \
     "update customresourcedefinitions.apiextensions.k8s.io" "impersonate serviceaccounts"
   # Nor can the Jobs' pods call the API: their account mounts no token.
