@@ -9,9 +9,11 @@ use support::{Operator, Recorder, cluster, secs};
 const SYNC_ALL: &str = r#"#!/usr/bin/env bash
 set -euo pipefail
 f="$RECORD_DIR/$(date +%s%N)-$$"
-cp "$EVENT_FILE" "$f.pass"
 env -0 > "$f.tmp"
 mv "$f.tmp" "$f.env"
+# The pass last, whole: a reader that sees it also finds the environment.
+cp "$EVENT_FILE" "$f.ptmp"
+mv "$f.ptmp" "$f.pass"
 "#;
 
 /// The names of the objects of each pass, in order.
