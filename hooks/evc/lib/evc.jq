@@ -133,18 +133,13 @@ def copied_labels_key: "ephemeralvolumeclaims.zalando.org/copied-labels";
 
 def size_of: .spec.size // "" | tostring;
 
-def owner_ref:
-  {apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim", name: .metadata.name,
-   uid: .metadata.uid, controller: true, blockOwnerDeletion: true};
-
 def owned_by($uid): any(.metadata.ownerReferences[]?; .uid == $uid);
 
 def pvc_manifest:
   (.metadata.labels // {}) as $labels
   | {apiVersion: "v1", kind: "PersistentVolumeClaim",
      metadata: {name: .metadata.name, namespace: .metadata.namespace, labels: $labels,
-                annotations: {(copied_labels_key): ($labels | keys | tojson)},
-                ownerReferences: [owner_ref]},
+                annotations: {(copied_labels_key): ($labels | keys | tojson)}},
      spec: ({accessModes: (if (.spec.accessModes // []) == [] then ["ReadWriteOnce"]
                            else .spec.accessModes end),
              resources: {requests: {storage: size_of}}}
