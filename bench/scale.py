@@ -336,8 +336,10 @@ def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
     text = runner.text()
     runner.stop()
     ps = [p for p in passes(text) if p["claims"] == evcs]
-    in_window = [p for p in ps if p["t"] >= time.time() - (time.monotonic() - t0) - 1]
-    gaps = [b["t"] - a["t"] for a, b in zip(ps, ps[1:])]
+    start_wall = time.time() - (time.monotonic() - t0)
+    in_window = [p for p in ps if start_wall - 1 <= p["t"] <= start_wall + (t1 - t0) + 1]
+    # Steady state: between passes that ended in the window (the start's first pass is slower).
+    gaps = [b["t"] - a["t"] for a, b in zip(in_window, in_window[1:])]
     n_passes = max(1, len(in_window))
     reqs = diff(req0, req1)
     cpu_s = (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1])
