@@ -98,7 +98,10 @@ def countdown($st; $now; $p):
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
        or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
-    | . + {left: $left, due: ($left <= 0 and ($st.deadline | ts) == .deadline), log: ($next and $left > 0),
+    | (($st.deadline | ts) == .deadline) as $recorded
+    # The line announcing a new countdown comes even when a slow pass finds it over
+    # already ("0s left"); the deletion follows at the next run.
+    | . + {left: ([$left, 0] | max), due: ($left <= 0 and $recorded), log: ($next and ($left > 0 or ($recorded | not))),
            countdownLogged: (if $next then $left else $st.countdownLogged end)}
   end;
 
