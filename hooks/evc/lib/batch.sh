@@ -12,21 +12,32 @@ NAMESPACE_RE='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
 DELETED=0
 
 # write_statuses WRITES OK: replaces the status of every claim in WRITES (plan lines
-# {do: "write", object}) in one kubectl run; each write is conditional on the claim's
-# resourceVersion. Prints nothing; the refs written go to OK, one per line.
+# {do: "write", object}); each write is conditional on the claim's resourceVersion. A
+# kubectl run sends its writes one after the other (30-70 ms each on a busy API server),
+# so up to WRITERS runs of at least 50 claims each go in parallel. The refs written go to
+# OK, one per line.
+WRITERS=8
 write_statuses() {
-  local writes=$1 ok=$2 out
-  [[ -s $writes ]] || return 0
-  if ! out=$(jq -s '{apiVersion: "v1", kind: "List", items: map(.object)}' "$writes" |
-    kubectl replace --subresource=status -f - \
-      -o jsonpath='{.metadata.namespace}/{.metadata.name}{"\n"}' 2>&1 >"$ok"); then
-    # Claims changed since the pass began (Conflict) are decided again at the next pass.
-    local conflicts others
-    conflicts=$(grep -c 'Conflict\|has been modified' <<<"$out" || true)
-    others=$(grep -v 'Conflict\|has been modified' <<<"$out" || true)
-    log_debug "evc: $conflicts status writes skipped: the claims changed meanwhile"
-    [[ -z $others ]] || log_error "evc: writing statuses failed: ${others//$'\n'/; }"
-  fi
+  local writes=$1 ok=$2 lines parts chunk out others conflicts
+  mapfile -t lines <"$writes"
+  ((${#lines[@]})) || return 0
+  parts=$(((${#lines[@]} + 49) / 50))
+  ((parts <= WRITERS)) || parts=$WRITERS
+  split -n "l/$parts" -d "$writes" "$writes.part-"
+  for chunk in "$writes".part-*; do
+    jq -s '{apiVersion: "v1", kind: "List", items: map(.object)}' "$chunk" |
+      kubectl replace --subresource=status -f - \
+        -o jsonpath='{.metadata.namespace}/{.metadata.name}{"\n"}' >"$chunk.ok" 2>"$chunk.err" &
+  done
+  wait || true
+  cat "$writes".part-*.ok >"$ok"
+  out=$(cat "$writes".part-*.err)
+  [[ -n $out ]] || return 0
+  # Claims changed since the pass began (Conflict) are decided again at the next pass.
+  conflicts=$(grep -c 'Conflict\|has been modified' <<<"$out" || true)
+  others=$(grep -v 'Conflict\|has been modified' <<<"$out" || true)
+  ((conflicts == 0)) || log_debug "evc: $conflicts status writes skipped: the claims changed meanwhile"
+  [[ -z $others ]] || log_error "evc: writing statuses failed: ${others//$'\n'/; }"
 }
 
 # Log lines of the claims whose status was written: they announce that status.

@@ -2,6 +2,13 @@
 # Settings and Kubernetes helpers shared by the EVC hooks. Sourced, never run.
 # shellcheck source=../../lib/log.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/log.sh"
+# shellcheck source=../../lib/events.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/events.sh"
+# shellcheck source=../../lib/children.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/children.sh"
+# The reporter of the hooks' Events (operator event).
+# shellcheck disable=SC2034  # read by events.sh
+EVENTS_COMPONENT=operator-evc
 
 EVC_LIB=$(dirname "${BASH_SOURCE[0]}")
 EVC_RESOURCE=ephemeralvolumeclaims.zalando.org
@@ -91,25 +98,21 @@ print_notes() {
   PENDING_LOGS=()
 }
 
-# Queues a core/v1 Event about the claim (type Normal or Warning); status_flush posts it.
+# Queues an Event about the claim (type Normal or Warning); status_flush posts it. The
+# claim is the object of EVENT_FILE (the added hook's; reconcile gives each claim of a
+# pass a file of its own), which is what operator event reports on.
 emit_event() {
-  local evc=$1 type=$2 reason=$3 message=$4
-  PENDING_EVENTS+=("$(jq -cn --argjson evc "$evc" --arg type "$type" --arg reason "$reason" \
-    --arg message "$message" --arg now "$(date -u +%FT%TZ)" '
-    {apiVersion: "v1", kind: "Event",
-     metadata: {generateName: "\($evc.metadata.name).", namespace: $evc.metadata.namespace},
-     involvedObject: {apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim",
-                      name: $evc.metadata.name, namespace: $evc.metadata.namespace,
-                      uid: $evc.metadata.uid},
-     type: $type, reason: $reason, message: $message, count: 1,
-     firstTimestamp: $now, lastTimestamp: $now, source: {component: "operator-evc"}}')")
+  PENDING_EVENTS+=("$2"$'\x1f'"$3"$'\x1f'"$4")
 }
 
-# Posts the queued Events, all in one kubectl run.
+# Posts the queued Events (../../lib/events.sh): a repeat within 10 minutes counts on the
+# existing Event. Best effort: a failure is a WARNING, the status is already written.
 post_events() {
-  ((${#PENDING_EVENTS[@]})) || return 0
-  printf '%s\n' "${PENDING_EVENTS[@]}" | jq -s '{apiVersion: "v1", kind: "List", items: .}' |
-    kubectl create -f - >/dev/null
+  local entry type reason message
+  for entry in "${PENDING_EVENTS[@]}"; do
+    IFS=$'\x1f' read -r type reason message <<<"$entry"
+    event_post "$type" "$reason" "$message" || log_warning "$EVC_REF: could not post a $reason Event"
+  done
   PENDING_EVENTS=()
 }
 

@@ -98,7 +98,10 @@ def countdown($st; $now; $p):
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
        or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
-    | . + {left: $left, due: ($left <= 0 and ($st.deadline | ts) == .deadline), log: ($next and $left > 0),
+    | (($st.deadline | ts) == .deadline) as $recorded
+    # The line announcing a new countdown comes even when a slow pass finds it over
+    # already ("0s left"); the deletion follows at the next run.
+    | . + {left: ([$left, 0] | max), due: ($left <= 0 and $recorded), log: ($next and ($left > 0 or ($recorded | not))),
            countdownLogged: (if $next then $left else $st.countdownLogged end)}
   end;
 
@@ -133,18 +136,13 @@ def copied_labels_key: "ephemeralvolumeclaims.zalando.org/copied-labels";
 
 def size_of: .spec.size // "" | tostring;
 
-def owner_ref:
-  {apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim", name: .metadata.name,
-   uid: .metadata.uid, controller: true, blockOwnerDeletion: true};
-
 def owned_by($uid): any(.metadata.ownerReferences[]?; .uid == $uid);
 
 def pvc_manifest:
   (.metadata.labels // {}) as $labels
   | {apiVersion: "v1", kind: "PersistentVolumeClaim",
      metadata: {name: .metadata.name, namespace: .metadata.namespace, labels: $labels,
-                annotations: {(copied_labels_key): ($labels | keys | tojson)},
-                ownerReferences: [owner_ref]},
+                annotations: {(copied_labels_key): ($labels | keys | tojson)}},
      spec: ({accessModes: (if (.spec.accessModes // []) == [] then ["ReadWriteOnce"]
                            else .spec.accessModes end),
              resources: {requests: {storage: size_of}}}

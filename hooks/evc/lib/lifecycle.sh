@@ -57,9 +57,14 @@ reconcile() {
     log_debug "$EVC_REF: changed since the pass began, or gone; left to the next pass"
     return 0
   fi
+  # The claim's own event file: operator event and adopt act on the object of EVENT_FILE,
+  # and sync-all's holds the whole pass. Each reconcile runs in a process of its own.
+  EVENT_FILE=$(mktemp)
+  jq -c '{type: "SYNC", object: .}' <<<"$evc" >"$EVENT_FILE"
   ensure_pvc "$evc" "$pvc"
   if [[ -z $CLAIM_FAILED ]]; then
     run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
   fi
   status_flush "$ns" "$name"
+  rm -f "$EVENT_FILE"
 }

@@ -29,7 +29,8 @@ pvc_create() {
     return 0
   fi
   local out
-  if ! out=$(evc_jq 'pvc_manifest' <<<"$evc" | kubectl create -f - 2>&1 >/dev/null); then
+  # adopt (../../lib/children.sh): the claim of EVENT_FILE becomes the PVC's controller.
+  if ! out=$(evc_jq 'pvc_manifest' <<<"$evc" | adopt | kubectl create -f - 2>&1 >/dev/null); then
     # Made meanwhile by the other path (added hook or sync-all): the next pass checks it.
     [[ $out == *AlreadyExists* ]] || { log_error "$EVC_REF: creating PVC $ns/$name failed: $out"; return 1; }
     log_debug "$EVC_REF: PVC $ns/$name was created meanwhile"

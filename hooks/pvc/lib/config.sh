@@ -18,6 +18,8 @@ JOB_NAMESPACE=${JOB_NAMESPACE:-default}
 JOB_TTL_SECONDS=600
 # Marks what the hooks create, so they only ever change their own objects.
 MANAGED_BY=operator-pvc
+# The reporter of the hooks' Events (../lib/events.sh: operator event).
+EVENTS_COMPONENT=$MANAGED_BY
 UID_LABEL=operator-pvc/claim-uid
 HOSTNAME_KEY=kubernetes.io/hostname
 
