@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the operator container image (deploy/Containerfile) with podman.
 #
-#   deploy/build-image.sh [--tag TAG] [--archive FILE] [--refresh]
+#   deploy/build-image.sh [--tag TAG] [--archive FILE] [--refresh] [--context-only DIR]
 #
 # --tag TAG       image name (default localhost/operator:VERSION, VERSION
 #                 from Cargo.toml: the name deploy/*/kustomization.yaml uses)
@@ -9,6 +9,8 @@
 #                 `kind load image-archive FILE` or `docker load -i FILE`
 # --refresh       rebuild the cached Debian root filesystem (new security
 #                 updates) even if its inputs did not change
+# --context-only DIR  lay out the build context in DIR (new or empty) and
+#                 stop, for another builder: docker build -f deploy/Containerfile DIR
 #
 # Steps: installs podman, runc, mmdebstrap and uidmap with apt-get when
 # missing; `cargo build --release --locked --bin operator` (CARGO_TARGET_DIR
@@ -38,8 +40,10 @@ RUN_UID=65532
 TAG=
 ARCHIVE=
 REFRESH=0
+CONTEXT_ONLY=
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The comment at the top of this file.
+usage() { awk 'NR > 1 && /^#/ && !/shellcheck/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0" >&2; exit 2; }
 say() { echo "build-image: $*" >&2; }
 fail() { say "$*"; exit 1; }
 
@@ -49,6 +53,7 @@ parse_args() {
       --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
       --archive) ARCHIVE=${2:?--archive needs a value}; shift 2 ;;
       --refresh) REFRESH=1; shift ;;
+      --context-only) CONTEXT_ONLY=${2:?--context-only needs a directory}; shift 2 ;;
       -h | --help) usage ;;
       *) say "unknown argument $1"; usage ;;
     esac
@@ -154,8 +159,14 @@ source_url() {
 
 # The build context: hard links where possible, so nothing big is copied.
 make_context() {
-  CONTEXT=$(mktemp -d "${TMPDIR:-/tmp}/operator-image.XXXXXX")
-  trap 'rm -rf "$CONTEXT"' EXIT
+  if [[ -n $CONTEXT_ONLY ]]; then
+    mkdir -p "$CONTEXT_ONLY"
+    [[ -z $(ls -A "$CONTEXT_ONLY") ]] || fail "$CONTEXT_ONLY is not empty"
+    CONTEXT=$CONTEXT_ONLY
+  else
+    CONTEXT=$(mktemp -d "${TMPDIR:-/tmp}/operator-image.XXXXXX")
+    trap 'rm -rf "$CONTEXT"' EXIT
+  fi
   ln "$ROOTFS" "$CONTEXT/rootfs.tar" 2>/dev/null || cp "$ROOTFS" "$CONTEXT/rootfs.tar"
   cp "$KUBECTL" "$CONTEXT/kubectl"
   cp "$OPERATOR" "$CONTEXT/operator"
@@ -180,6 +191,11 @@ main() {
   find_kubectl
   cached_rootfs
   make_context
+  if [[ -n $CONTEXT_ONLY ]]; then
+    say "build context in $CONTEXT_ONLY; build args VERSION=$version REVISION=$(revision) SOURCE=$(source_url) KUBECTL_VERSION=$KUBECTL_VERSION"
+    echo "$CONTEXT_ONLY"
+    return 0
+  fi
   say "podman build -t $TAG (kubectl $KUBECTL_VERSION)"
   local build_args=() arg flags=()
   build_args=(VERSION="$version" REVISION="$(revision)" SOURCE="$(source_url)" KUBECTL_VERSION="$KUBECTL_VERSION")

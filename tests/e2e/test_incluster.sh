@@ -370,6 +370,35 @@ test_evc_deployment_makes_and_expires_claims() {
     || fail "the runner took longer than the pod's terminationGracePeriodSeconds to stop"
 }
 
+# deploy/README.md, Upgrading: with strategy Recreate the old pod stops before
+# the new one starts; a claim deleted in that gap waits (the finalizer) and
+# the new pod cleans it up.
+test_upgrade_gap_loses_no_cleanup() {
+  local dep ns sa sa_dir cns uid dir
+  kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null 2>&1 || fail "kubectl apply -k deploy/pvc failed"
+  dep=$(deployment_of pvc)
+  ns=$(pod_namespace "$dep")
+  sa=$(pod_account "$dep")
+  [[ $(jq -r '.spec.strategy.type' <<<"$dep") == Recreate ]] || fail "the Deployment's strategy is not Recreate"
+  sa_dir=$CLUSTER_DIR/sa-upgrade
+  write_sa_dir "$sa_dir" "$ns" "$(bound_token "$ns" "$sa" token-upgrade)"
+  cns=$(new_namespace upgrade)
+  run_pod old "$dep" "$sa_dir"
+  example_claim "$cns" kept
+  uid=$(kubectl -n "$cns" get pvc kept -o jsonpath='{.metadata.uid}')
+  dir=$CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_kept
+  wait_until 60 bound "$cns" kept || fail "the claim never became Bound"
+  [[ -d $dir ]] || fail "no volume directory $dir"
+  operator_stop old || fail "the old runner did not stop cleanly on SIGTERM"
+  kubectl -n "$cns" delete pvc kept --wait=false >/dev/null
+  sleep 2
+  kubectl -n "$cns" get pvc kept >/dev/null 2>&1 || fail "the claim went while no runner ran: its volume leaks"
+  run_pod new "$dep" "$sa_dir"
+  wait_until 60 gone "$cns" pvc kept || fail "the new runner did not finish the claim's deletion"
+  wait_until 30 pv_gone "pvc-$uid" || fail "the new runner did not delete the PersistentVolume"
+  [[ ! -e $dir ]] || fail "the new runner did not remove the volume directory"
+}
+
 # Without -n and -A the runner watches its service account's namespace, and a
 # hook's kubectl defaults to it too.
 test_service_account_namespace_is_the_default() {
@@ -412,7 +441,8 @@ test_accounts_hold_only_what_their_hooks_use() {
   local pvc=operator-pvc:operator evc=operator-evc:operator jobs=operator-pvc-jobs
   expect_can "$pvc" "watch persistentvolumeclaims -A" "patch persistentvolumeclaims -n default" \
     "create persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
-    "create events -n default" "create jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs"
+    "create events -n default" "update events -n default" "create jobs.batch -n $jobs" \
+    "watch jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs"
   expect_cannot "$pvc" "get secrets -n operator-pvc" "list secrets -A" "get configmaps -n operator-pvc" \
     "create jobs.batch -n default" "create jobs.batch -n operator-pvc" "create pods -n $jobs" \
     "list pods -A" "delete persistentvolumeclaims -n default" "update persistentvolumes" \
@@ -424,10 +454,12 @@ test_accounts_hold_only_what_their_hooks_use() {
   expect_can "$evc" "watch ephemeralvolumeclaims.zalando.org -A" "delete ephemeralvolumeclaims.zalando.org -n default" \
     "patch ephemeralvolumeclaims.zalando.org --subresource=status -n default" \
     "get ephemeralvolumeclaims.zalando.org --subresource=status -n default" "create persistentvolumeclaims -n default" \
-    "delete persistentvolumeclaims -n default" "list pods -n default" "create events -n default"
+    "delete persistentvolumeclaims -n default" "list persistentvolumeclaims -n default" \
+    "update ephemeralvolumeclaims.zalando.org --subresource=status -n default" "list pods -n default" \
+    "create events -n default"
   expect_cannot "$evc" "get secrets -n operator-evc" "list secrets -A" "get configmaps -n default" \
     "patch ephemeralvolumeclaims.zalando.org -n default" "create ephemeralvolumeclaims.zalando.org -n default" \
-    "list persistentvolumeclaims -A" "get persistentvolumes" "create persistentvolumes" "get pods -n default" \
+    "watch persistentvolumeclaims -A" "update ephemeralvolumeclaims.zalando.org -n default" "get persistentvolumes" "create persistentvolumes" "get pods -n default" \
     "create pods -n default" "get nodes" "create jobs.batch -n $jobs" "create serviceaccounts --subresource=token -n operator-evc" \
     "update customresourcedefinitions.apiextensions.k8s.io" "impersonate serviceaccounts"
   # Nor can the Jobs' pods call the API: their account mounts no token.
