@@ -89,20 +89,31 @@ run_once() {
     kill -0 "$pid" 2>/dev/null || { echo "the runner exited; log: $log" >&2; cat "$log" >&2; exit 1; }
   done
   local took=$(($(now_ms) - start))
+  # The runner's own CPU and its reaped hooks' CPU, in ms (fields 14-17 of stat).
+  local tck; tck=$(getconf CLK_TCK)
+  local cpu; cpu=$(awk -v t="$tck" '{printf "%d %d\n", ($14 + $15) * 1000 / t, ($16 + $17) * 1000 / t}' "/proc/$pid/stat")
   kill -TERM "$pid"
   wait "$pid" || true
-  echo "$took"
+  echo "$took $cpu"
 }
 
-off=() on=()
+off=() on=() off_cpu=() on_cpu=() off_all=() on_all=()
+# record ARM "TOOK OWN HOOKS": wall ms, the runner's CPU ms, runner + hooks CPU ms.
+record() {
+  local took own hooks
+  read -r took own hooks <<<"$2"
+  if [[ $1 == off ]]; then off+=("$took") off_cpu+=("$own") off_all+=("$((own + hooks))")
+  else on+=("$took") on_cpu+=("$own") on_all+=("$((own + hooks))"); fi
+}
 for ((r = 1; r <= ROUNDS; r++)); do
   # Alternate the order so that a drift in machine load hits both arms alike.
   if ((r % 2)); then
-    off+=("$(run_once off)"); on+=("$(run_once on --listen 127.0.0.1:0)")
+    record off "$(run_once off)"; record on "$(run_once on --listen 127.0.0.1:0)"
   else
-    on+=("$(run_once on --listen 127.0.0.1:0)"); off+=("$(run_once off)")
+    record on "$(run_once on --listen 127.0.0.1:0)"; record off "$(run_once off)"
   fi
-  echo "round $r: without --listen ${off[-1]} ms, with ${on[-1]} ms" >&2
+  echo "round $r: without --listen ${off[-1]} ms (runner CPU ${off_cpu[-1]} ms)," \
+    "with ${on[-1]} ms (runner CPU ${on_cpu[-1]} ms)" >&2
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -110,13 +121,19 @@ spread() { printf '%s\n' "$@" | sort -n | awk 'NR==1 {lo=$1} {hi=$1} END {print 
 m_off=$(median "${off[@]}")
 m_on=$(median "${on[@]}")
 cost=$(awk -v a="$m_off" -v b="$m_on" 'BEGIN {printf "%.1f", (b - a) * 100 / a}')
+c_off=$(median "${off_cpu[@]}") c_on=$(median "${on_cpu[@]}")
+a_off=$(median "${off_all[@]}") a_on=$(median "${on_all[@]}")
+# CPU is what the hooks compete for: the runner's extra CPU against all the CPU a run takes.
+cpu_cost=$(awk -v a="$c_off" -v b="$c_on" -v all="$a_off" 'BEGIN {printf "%.1f", (b - a) * 100 / all}')
 rate_off=$(awk -v n="$N" -v t="$m_off" 'BEGIN {printf "%.0f", n * 1000 / t}')
 rate_on=$(awk -v n="$N" -v t="$m_on" 'BEGIN {printf "%.0f", n * 1000 / t}')
 echo "objects $N, rounds $ROUNDS, workers $(nproc), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "without --listen: median $m_off ms ($rate_off hooks/s), spread $(spread "${off[@]}") ms"
 echo "with --listen (scraped every 1 s): median $m_on ms ($rate_on hooks/s), spread $(spread "${on[@]}") ms"
-echo "throughput cost of --listen: $cost %"
+echo "runner CPU per run: median $c_off ms without, $c_on ms with; runner + hooks: $a_off ms, $a_on ms"
+echo "throughput cost of --listen: $cost % by wall time; $cpu_cost % by CPU (the runner's extra CPU / all CPU of a run)"
 if [[ -n $OUT ]]; then
-  printf '{"objects":%d,"rounds":%d,"median_ms_without":%s,"median_ms_with":%s,"cost_percent":%s}\n' \
-    "$N" "$ROUNDS" "$m_off" "$m_on" "$cost" >"$OUT"
+  printf '{"objects":%d,"rounds":%d,"median_ms_without":%s,"median_ms_with":%s,"cost_percent":%s,%s}\n' \
+    "$N" "$ROUNDS" "$m_off" "$m_on" "$cost" \
+    "\"runner_cpu_ms_without\":$c_off,\"runner_cpu_ms_with\":$c_on,\"cpu_cost_percent\":$cpu_cost" >"$OUT"
 fi

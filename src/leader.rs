@@ -517,9 +517,14 @@ pub fn identity() -> String {
 /// `operator-<resource>-<hooks dir name>`, as a valid Lease name: replicas of one
 /// deployment agree on it, and a developer's checkout of the same hooks does too.
 pub fn default_lease_name(resource: &str, hooks_dir: &std::path::Path) -> String {
-    let dir = hooks_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let raw = format!("operator-{resource}-{dir}").to_ascii_lowercase();
-    let mut name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+    let keep = |dots: bool| move |c: char| if c.is_ascii_alphanumeric() || (dots && c == '.') { c } else { '-' };
+    let dir = hooks_dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let dir: String = dir.chars().map(keep(false)).collect();
+    let resource: String = resource.to_lowercase().chars().map(keep(true)).collect();
+    let raw = format!("operator-{resource}-{dir}");
+    // Every dot-separated label must start and end with a letter or digit.
+    let labels: Vec<&str> = raw.split('.').map(|l| l.trim_matches('-')).filter(|l| !l.is_empty()).collect();
+    let mut name = labels.join(".");
     name.truncate(253);
     name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
@@ -548,7 +553,13 @@ mod tests {
         let name = default_lease_name("persistentvolumeclaims", std::path::Path::new("/src/My Hooks/pvc_v2/"));
         assert_eq!(name, "operator-persistentvolumeclaims-pvc-v2");
         assert!(valid_lease_name(&name));
-        assert!(valid_lease_name(&default_lease_name("evcs.example.com", std::path::Path::new("/hooks/"))));
+        for (resource, dir) in
+            [("evcs.example.com", "/hooks/"), ("pods", "/tmp/.tmpAbC"), ("pods", "my.hooks-"), ("x", "/")]
+        {
+            let name = default_lease_name(resource, std::path::Path::new(dir));
+            assert!(valid_lease_name(&name), "{resource} {dir}: {name}");
+        }
+        assert_eq!(default_lease_name("pods", std::path::Path::new("/tmp/.tmpAbC")), "operator-pods--tmpabc");
     }
 
     #[test]

@@ -236,3 +236,21 @@ fn a_leader_whose_api_server_disappears_stops_its_hooks_before_its_lease_could_e
     a.check(a.log_text().contains("lost the Lease"), "the log says why");
     outage.join().unwrap();
 }
+
+#[test]
+fn a_lease_namespace_that_does_not_exist_stops_the_runner_with_the_servers_message() {
+    let _shared = APISERVER.read().unwrap_or_else(|e| e.into_inner());
+    let ns = cluster().namespace("ha-nons");
+    let rec = recorder();
+    let args: Vec<String> = ["-o", "cm", "-n", &ns.name, "--leader-elect", "--lease-namespace", "no-such-namespace"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(rec.args())
+        .collect();
+    let mut op = Operator::start(&args);
+    let status = op.wait_exit(secs(30));
+    op.check(status.code() == Some(1), &format!("exit status {status}"));
+    let log = op.log_text();
+    let says = log.contains("refused the Lease no-such-namespace/") && log.contains("not found");
+    op.check(says, "the error names the Lease and gives the server's message");
+}
