@@ -194,13 +194,14 @@ pub fn event_name(about: &ObjectReference, note: &Note) -> String {
     format!("{}.{:016x}", name_prefix(about.name.as_deref().unwrap_or("")), fnv1a(key.as_bytes()))
 }
 
-/// Object names may hold characters an Event name may not (RBAC's `system:…`);
-/// the hash keeps such names apart.
+/// Object names may hold characters an Event name may not (RBAC's `system:…`,
+/// `a._b`): one DNS label of the name's letters, digits and dashes; the hash
+/// keeps such names apart.
 fn name_prefix(name: &str) -> String {
     let cleaned: String = name
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
         .take(200)
         .collect();
     let trimmed = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric());
@@ -333,6 +334,8 @@ mod tests {
         let about = involved(&json!({"kind": "ClusterRole", "metadata": {"name": "system:Auth_X"}})).unwrap();
         let name = event_name(&about, &note("R", "m"));
         assert!(name.starts_with("system-auth-x."), "{name}");
+        let dotted = involved(&json!({"kind": "X", "metadata": {"name": "a._b.c"}})).unwrap();
+        assert!(event_name(&dotted, &note("R", "m")).starts_with("a--b-c."));
         let long = involved(&json!({"kind": "Pod", "metadata": {"name": "a".repeat(253)}})).unwrap();
         assert!(event_name(&long, &note("R", "m")).len() <= 253);
     }

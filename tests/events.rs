@@ -288,3 +288,83 @@ fn with_only_create_on_events_every_post_is_an_event_of_its_own() {
     assert_eq!(posted.len(), 2, "{posted:#?}");
     assert!(posted.iter().all(|e| e["count"] == 1), "{posted:#?}");
 }
+
+/// Runs `adopt` from hooks/lib/children.sh on `stdin`, as a hook of the owner
+/// ns1/parent (uid u-1) would: (status, stdout, stderr).
+fn adopt(stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    std::fs::write(
+        &file,
+        r#"{"type":"ADDED","object":{"apiVersion":"zalando.org/v1","kind":"KopfExample","metadata":{"name":"parent","namespace":"ns1","uid":"u-1"}}}"#,
+    )
+    .unwrap();
+    let lib = repo().join("hooks/lib/children.sh");
+    let mut child = Command::new("bash")
+        .args(["-c", "set -euo pipefail; source \"$1\"; adopt", "adopt", lib.to_str().unwrap()])
+        .env("EVENT_FILE", &file)
+        .env("OPERATOR_BIN", support::OPERATOR)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn adopt_sets_the_owner_the_namespace_and_a_generated_name() {
+    let (code, out, err) = adopt(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{}}"#);
+    assert_eq!(code, 0, "{err}");
+    let child: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(child["metadata"]["namespace"], "ns1");
+    assert_eq!(child["metadata"]["generateName"], "parent-");
+    let refs = child["metadata"]["ownerReferences"].as_array().unwrap();
+    assert_eq!(refs.len(), 1, "{refs:?}");
+    assert_eq!((&refs[0]["uid"], &refs[0]["controller"]), (&Value::from("u-1"), &Value::from(true)));
+}
+
+#[test]
+fn adopting_twice_gives_the_same_child() {
+    let (_, once, _) = adopt(
+        r#"{"kind":"ConfigMap","metadata":{"name":"c","ownerReferences":[{"uid":"u-9","kind":"X","name":"other"}]}}"#,
+    );
+    let (code, twice, err) = adopt(&once);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&once).unwrap(), serde_json::from_str::<Value>(&twice).unwrap());
+    let child: Value = serde_json::from_str(&twice).unwrap();
+    let uids: Vec<&str> =
+        child["metadata"]["ownerReferences"].as_array().unwrap().iter().map(|r| r["uid"].as_str().unwrap()).collect();
+    assert_eq!(uids, ["u-9", "u-1"], "a non-controller owner stays");
+}
+
+#[test]
+fn adopt_handles_lists_and_streams_of_objects() {
+    let (code, out, err) = adopt(
+        r#"{"kind":"List","items":[{"kind":"ConfigMap","metadata":{"name":"a"}},{"kind":"Secret","metadata":{"name":"b"}}]}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert!(list["items"].as_array().unwrap().iter().all(|i| i["metadata"]["ownerReferences"][0]["uid"] == "u-1"));
+    let (code, out, err) =
+        adopt(r#"{"kind":"ConfigMap","metadata":{"name":"a"}} {"kind":"ConfigMap","metadata":{"name":"b"}}"#);
+    assert_eq!(code, 0, "{err}");
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&out).into_iter().map(Result::unwrap).collect();
+    assert_eq!(docs.len(), 2);
+}
+
+#[test]
+fn adopt_refuses_another_namespace_and_another_controller_naming_the_child() {
+    let (code, _, err) = adopt(r#"{"kind":"ConfigMap","metadata":{"name":"far","namespace":"ns2"}}"#);
+    assert_ne!(code, 0);
+    assert!(err.contains("ConfigMap far is in namespace ns2, its owner in ns1"), "{err}");
+    let (code, _, err) = adopt(
+        r#"{"kind":"ConfigMap","metadata":{"name":"taken","ownerReferences":[{"uid":"u-9","kind":"Deployment","name":"web","controller":true}]}}"#,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("ConfigMap taken already has a controller: Deployment web"), "{err}");
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Tests the hooks of examples/testing in the two ways docs/HOOKS.md describes,
 # as kopf's 09-testing does with KopfRunner:
-#   - the hook alone, with an event file and only the variables it reads;
+#   - the hook alone: `operator replay` runs it for an event file, no cluster;
 #   - through the real runner on the local control plane: create and delete an
 #     object, check the log lines, and that the runner exits 0 on SIGTERM.
 # Run it from anywhere: examples/testing/test.sh (it starts a cluster, or uses
@@ -17,11 +17,13 @@ test_the_hook_alone() {
   dir=$(mktemp -d)
   jq -n '{type: "ADDED", object: {apiVersion: "zalando.org/v1", kind: "KopfExample",
     metadata: {name: "kopf-example-1", namespace: "default"}, spec: {field: "value"}}}' >"$dir/event.json"
-  # No LOG_FILE: log.sh writes to stderr, in the runner's line format.
-  out=$(env -u LOG_FILE EVENT_TYPE=ADDED EVENT_FILE="$dir/event.json" LOG_LEVEL=1 "$HERE/added" 2>&1)
+  # `operator replay` runs the hook for this one event as the runner would:
+  # same variables, same output tagging, no watch and no cluster.
+  out=$("$OPERATOR_BIN" replay -h "$HERE" "$dir/event.json" 2>&1) || fail "replay failed: $out"
   rm -rf "$dir"
-  grep -Eq '^[0-9-]{10} [0-9:]{8} INFO Creation event: \{"field":"value"\}$' <<<"$out" || fail "no creation line in: $out"
-  grep -q 'INFO Something was logged here.' <<<"$out" || fail "no second line in: $out"
+  grep -Eq 'INFO \[added default/kopf-example-1\] Creation event: \{"field":"value"\}$' <<<"$out" ||
+    fail "no creation line in: $out"
+  grep -q 'INFO \[added default/kopf-example-1\] Something was logged here.' <<<"$out" || fail "no second line in: $out"
 }
 
 test_resource_lifecycle() {
