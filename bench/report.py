@@ -187,7 +187,8 @@ def scale_rows(scale):
     r = []
     add = lambda *cells: r.append(cells)  # noqa: E731
     secs = lambda v: f"{v:.1f} s"  # noqa: E731
-    pvc = [x for x in scale if x["phase"] == "pvc"]
+    pvc = [x for x in scale if x["phase"] == "pvc" and x["workers"] == "default"]
+    more = [x for x in scale if x["phase"] == "pvc" and x["workers"] != "default"]
     if pvc:
         n = pvc[0]["claims"]
         add(f"**7. hooks/pvc at scale** ({n} claims created at once on 3 nodes, `--workers` default; "
@@ -204,6 +205,11 @@ def scale_rows(scale):
                        for x in pvc), "", "", "")
         add("load average before → after", " · ".join(f"{x['load_before']} → {x['load_after']}" for x in pvc),
             "", "", "")
+    for x in more:
+        done = f"{x['all_bound_s']:.1f} s" if x["all_bound_s"] is not None else f"{x['bound']} of {x['claims']}"
+        add(f"with --workers {x['workers']}: all Bound / p50 / p99 / CPU runner, hooks, simulator",
+            f"{done} / {x['p50_s']:.1f} s / {x['p99_s']:.1f} s / {x['runner_cpu_s']:.1f}, "
+            f"{x['hooks_cpu_s']:.1f}, {x['simulator_cpu_s']:.1f} s", "", "", "")
     evc = [x for x in scale if x["phase"] == "evc"]
     if evc:
         e = evc[0]

@@ -11,10 +11,11 @@
   the runner and of its hooks (their children included) from /proc, and of the pod
   simulator (the cluster's own operator) over the same time.
 - evc (cluster WITHOUT the simulator: pod phases are set through the API): 5,000 pods
-  and 1,000 EVCs in one namespace. A third of the claims have Running pods (InUse), a
-  third Succeeded pods (Released), a third none (Pending); periods of a day, so none is
-  deleted. `operator -o evc -n NS -h hooks/evc --resync 10s`: first the start (every
-  claim gets its PVC and a status), then a steady window: CPU of runner + hooks,
+  and 1,000 EVCs in one namespace, each EVC with its PVC and status.size as the added
+  hook leaves them. A third of the claims have Running pods (InUse), a third Succeeded
+  pods (Released), a third none (Pending); periods of a day, so none is deleted.
+  `operator -o evc -n NS -h hooks/evc --resync 10s`: first the start (every claim gets
+  a phase), then a steady window: CPU of runner + hooks,
   the hook's passes (its `pass over N claims` lines: interval between passes = how often
   every claim is reconciled), and kube-apiserver's apiserver_request_total per pass
   (hook verbs on pods, PVCs, EVCs, Events), with an equal window before the operator
@@ -135,7 +136,9 @@ def pvc_phase(args, kube, claims=200, timeout=300):
     kubectl(args.kubeconfig, "apply", "-f", os.path.join(args.repo, "storageclass.yaml"))
     ensure_namespace(kube, ns)
     sim = simulator_pid(args.cluster_dir)
-    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc")], f"pvc-{args.round}")
+    extra = ["--workers", str(args.workers)] if args.workers else []
+    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc"), *extra],
+                    f"pvc-{args.round}")
     deadline = time.monotonic() + 60
     while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
         if time.monotonic() > deadline:
@@ -181,7 +184,7 @@ def pvc_phase(args, kube, claims=200, timeout=300):
          "max_s": max(lat) if lat else None,
          "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1], "simulator_cpu_s": sim1 - sim0,
          "window_s": t_end - t_start, "hook_errors": text.count(" ERROR "),
-         "workers": "default", "load_before": load0, "load_after": load1}
+         "workers": args.workers or "default", "load_before": load0, "load_after": load1}
     log(f"pvc {json.dumps(r)}")
     return r
 
@@ -222,12 +225,28 @@ def evc_setup(args, kube, ns, evcs, pods):
         status, raw = kube.request("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}/status", patch)
         must(status, raw, f"pod status {name}")
 
+    # Each claim as the added hook leaves it (its PVC, status.size): the measurement is the
+    # steady state of the passes, not 1,000 added hooks at once.
     def evc(i):
+        name = f"e-{i:04d}"
         body = {"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
-                "metadata": {"name": f"e-{i:04d}", "labels": {"bench": "evc"}},
+                "metadata": {"name": name, "labels": {"bench": "evc"}},
                 "spec": {"size": "1Gi", "expiryPeriod": DAY, "gracePeriod": DAY}}
         status, raw = kube.request("POST", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims", body)
-        must(status, raw, f"evc {i}", ok=(201, 409))
+        must(status, raw, f"evc {i}", ok=(201,))
+        uid = json.loads(raw)["metadata"]["uid"]
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": name, "labels": {"bench": "evc"},
+                            "annotations": {"ephemeralvolumeclaims.zalando.org/copied-labels": '["bench"]'},
+                            "ownerReferences": [{"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+                                                 "name": name, "uid": uid, "controller": True,
+                                                 "blockOwnerDeletion": True}]},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+        status, raw = kube.request("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", pvc)
+        must(status, raw, f"pvc {name}")
+        status, raw = kube.request("PATCH", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims/{name}/status",
+                                   {"status": {"size": "1Gi"}})
+        must(status, raw, f"evc status {name}")
 
     t = time.monotonic()
     parallel(list(range(pods)), pod)
@@ -287,7 +306,7 @@ def passes(text):
 
 
 def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
-    ns = "evc-scale"
+    ns = args.evc_namespace
     if args.round == 0:
         evc_setup(args, kube, ns, evcs, pods)
     base0 = request_counts(kube)
@@ -301,7 +320,7 @@ def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
     deadline = time.monotonic() + 900
     while True:
         phases = evcs_with_status(kube, ns)
-        if sum(v for k, v in phases.items() if k) >= evcs:
+        if sum(v for k, v in phases.items() if k) >= evcs and phases.get("Pending", 0) <= evcs - 2 * (evcs // 3):
             break
         if time.monotonic() > deadline or runner.proc.poll() is not None:
             raise RuntimeError(f"evc: claims never all got a status: {phases}")
@@ -348,8 +367,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="rounds, to measure the noise")
     ap.add_argument("--window", type=int, default=120, help="evc: seconds of steady state measured")
     ap.add_argument("--evcs", type=int, default=1000)
+    ap.add_argument("--evc-namespace", default="evc-scale")
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
+    ap.add_argument("--workers", type=int, help="pvc: --workers for the runner (default: its default)")
+    ap.add_argument("--first-round", type=int, default=0, help="number of the first round (names, namespaces)")
     args = ap.parse_args()
     args.cluster_dir = os.path.dirname(os.path.abspath(args.kubeconfig))
     os.makedirs(args.work, exist_ok=True)
@@ -358,7 +380,7 @@ def main():
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f)
-    for rnd in range(args.repeat):
+    for rnd in range(args.first_round, args.first_round + args.repeat):
         args.round = rnd
         r = (pvc_phase(args, kube, claims=args.claims) if args.phase == "pvc"
              else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))

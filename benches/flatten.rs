@@ -1,12 +1,13 @@
 //! Flattening time per event, environment building included (issue 7, figure 1).
 //!
-//! Uses the runner's own code through the library target: src/flatten.rs (event ->
-//! EVENT_* variables) and src/hooks/env.rs (the hook's whole environment, with
-//! ARG_MAX fitting). What one delivery does before
-//! spawning (src/deliver.rs: `deliver`) is measured: build the event text, parse
-//! it, flatten, build the environment; `+file` also writes and removes the event file.
-//! `flatten/` (text, parse, flatten) and `env/` (environment only, from the
-//! flattened variables, their clone included) split the first figure.
+//! Uses the runner's own code through the library target: src/flatten.rs (object ->
+//! EVENT_* variables) and src/hooks/env.rs (the hook's environment, with ARG_MAX
+//! fitting). What one delivery does before spawning (src/deliver.rs: `deliver`) is
+//! measured: parse the object's text once, flatten it, fit its variables beside the
+//! runner's part (built once at start); `+file` also writes and removes the event file,
+//! in the directory the runner uses (tmpfs when there is one). `flatten/` (parse,
+//! flatten) and `env/` (fitting and the command, from the flattened variables, their
+//! clone included) split the first figure.
 
 use operator::flatten;
 use operator::hooks::env;
@@ -90,13 +91,14 @@ fn bench_object(c: &mut Criterion, name: &str, object: &str) {
     c.bench_function(&format!("flatten+env/{name}"), |b| {
         b.iter(|| prepare("ADDED", black_box(object), &s, &opts, &file))
     });
-    let dir = tempfile::tempdir().expect("tempdir");
+    // Where the runner writes them: tmpfs when there is one (src/run.rs, EventDir).
+    let dir = operator::run::EventDir::create().expect("event directory");
     let mut n = 0u64;
     c.bench_function(&format!("flatten+env+file/{name}"), |b| {
         b.iter(|| {
             n += 1;
             let text = format!("{{\"type\":\"ADDED\",\"object\":{object}}}");
-            let path = write_event_file(dir.path(), n, &text);
+            let path = write_event_file(&dir.0, n, &text);
             let cmd = prepare("ADDED", black_box(object), &s, &opts, &path);
             std::fs::remove_file(&path).expect("remove");
             cmd

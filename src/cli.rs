@@ -56,7 +56,7 @@ pub struct EventArgs {
     #[arg(long, value_name = "TEXT")]
     pub message: String,
 
-    /// Normal or Warning
+    /// Warning for problems, else Normal
     #[arg(long = "type", value_name = "TYPE", value_enum, ignore_case = true, default_value = "Normal")]
     pub r#type: EventType,
 
@@ -259,7 +259,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Deliver every known object again as SYNC to the `sync` hook every PERIOD (e.g. 10s)
+    /// Deliver every known object again as SYNC to the `sync` hook every PERIOD (e.g. 10s), and all at once to `sync-all`
     #[arg(long, value_name = "PERIOD")]
     pub resync: Option<String>,
 

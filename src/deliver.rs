@@ -162,7 +162,8 @@ impl Deliverer {
             return result;
         }
         let Some(object) = parse(ev, &ev.object, "") else { return Delivered::Failed };
-        let mut runs: Vec<Run> = handlers.into_iter().map(|h| Run::of(h, "its event")).collect();
+        let why = format!("a handler of {}", ev.kind.as_str());
+        let mut runs: Vec<Run> = handlers.into_iter().map(|h| Run::of(h, why.clone())).collect();
         runs.extend(self.field_runs(ev, fields, old.as_deref(), &object));
         if runs.is_empty() {
             tracing::debug!("{} {}: no field hook's field changed", ev.kind.as_str(), ev.key);
@@ -221,7 +222,8 @@ impl Deliverer {
                 tracing::debug!("{}: {} unchanged, {} not run", ev.key, path.text, handler.name);
                 continue;
             };
-            let mut run = Run::of(handler, "its field changed");
+            let why = format!("{} changed: {} -> {}", path.text, short(&change.old), short(&change.new));
+            let mut run = Run::of(handler, why);
             run.extra.push(("EVENT_FIELD".into(), path.text.into()));
             for (name, value) in [("EVENT_FIELD_OLD", change.old), ("EVENT_FIELD_NEW", change.new)] {
                 if value.len() > MAX_FIELD_VALUE {
@@ -275,7 +277,7 @@ impl Deliverer {
         let mut result = Delivered::Done;
         let total = runs.len();
         for (i, run) in runs.into_iter().enumerate() {
-            tracing::debug!("{} {}: {} runs because {}", ev.kind.as_str(), ev.key, run.handler.name, run.why);
+            tracing::debug!("{} {}: {} runs ({})", ev.kind.as_str(), ev.key, run.handler.name, run.why);
             let mut extra = files.to_vec();
             extra.extend(run.extra);
             let cmd = self.env.command(run.handler.path, vars.clone(), extra);
@@ -379,7 +381,7 @@ impl Deliverer {
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
             crate::metrics::hook_retry(name);
-            tracing::error!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
+            tracing::error!("{what}; retry {} of {} in {}", attempt + 1, self.retry.retries, millis(delay));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => return Ran::Interrupted,
@@ -419,17 +421,19 @@ impl Deliverer {
                 Outcome::NotStarted(_) | Outcome::Failed(PERMANENT_FAILURE) => {
                     format!("{} {}; not retried", program.display(), outcome.describe())
                 }
-                _ if !retry || attempt >= self.retry.retries => {
+                _ if !retry => format!("{} {}", program.display(), outcome.describe()),
+                _ if attempt >= self.retry.retries => {
                     format!("{} {}; no retries left", program.display(), outcome.describe())
                 }
                 _ => {
                     let delay = backoff(&self.retry, attempt, rand::random::<f64>());
                     tracing::error!(
-                        "hook {} {}; retry {} of {} in {delay:?}",
+                        "hook {} {}; retry {} of {} in {}",
                         program.display(),
                         outcome.describe(),
                         attempt + 1,
-                        self.retry.retries
+                        self.retry.retries,
+                        millis(delay)
                     );
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -457,12 +461,12 @@ enum Ran {
 /// One handler to run for an event, why, and the variables only it gets.
 struct Run {
     handler: Handler,
-    why: &'static str,
+    why: String,
     extra: Vec<(OsString, OsString)>,
 }
 
 impl Run {
-    fn of(handler: Handler, why: &'static str) -> Run {
+    fn of(handler: Handler, why: String) -> Run {
         Run { handler, why, extra: Vec::new() }
     }
 }
@@ -477,6 +481,14 @@ fn parse(ev: &ObjectEvent, text: &str, which: &str) -> Option<Value> {
             tracing::error!("the {which}object of {} {} cannot be decoded: {e}", ev.kind.as_str(), ev.key);
             None
         }
+    }
+}
+
+/// A value for a DEBUG line: at most 60 characters.
+fn short(value: &str) -> String {
+    match value.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_string(),
     }
 }
 
@@ -518,5 +530,130 @@ mod tests {
     #[test]
     fn jitter_never_goes_below_half() {
         assert_eq!(backoff(&policy(), 1, 0.0), Duration::from_secs(1));
+    }
+
+    /// A deliverer over a temporary hooks directory whose hooks append to `log`.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        deliverer: Deliverer,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("events")).unwrap();
+            let settings = Settings {
+                inherited: vec![("PATH".into(), std::env::var_os("PATH").unwrap())],
+                hook_env: vec![("LOG".into(), dir.path().join("log").display().to_string())],
+                arg_max: 2 * 1024 * 1024,
+                ..Settings::default()
+            };
+            let retry = RetryPolicy {
+                retries: 3,
+                backoff_min: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(2),
+            };
+            let limits = Limits { timeout: Duration::from_secs(10), grace: Duration::from_secs(1) };
+            let deliverer = Deliverer::new(
+                HookDir::new(dir.path()),
+                settings,
+                flatten::Options::default(),
+                retry,
+                limits,
+                dir.path().join("events"),
+                CancellationToken::new(),
+                None,
+            );
+            Fixture { dir, deliverer }
+        }
+
+        fn hook(&self, name: &str, body: &str) {
+            use std::os::unix::fs::PermissionsExt;
+            let path = self.dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+
+        fn log(&self) -> Vec<String> {
+            let text = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+            text.lines().map(str::to_string).collect()
+        }
+
+        async fn deliver(&self, kind: EventType, data: &str) -> Delivered {
+            let object = format!(r#"{{"metadata":{{"name":"o","namespace":"ns"}},"data":{data}}}"#);
+            self.deliverer.deliver(&ObjectEvent::new(kind, "ns/o".into(), object.into())).await
+        }
+    }
+
+    #[tokio::test]
+    async fn handlers_run_in_order_and_a_retried_one_does_not_rerun_those_before_it() {
+        let f = Fixture::new();
+        f.hook("added", "echo added >> \"$LOG\"");
+        f.hook("added.d/20-b", "echo b >> \"$LOG\"");
+        f.hook("added.d/10-flaky", "echo flaky >> \"$LOG\"; [ $(grep -c flaky \"$LOG\") -ge 2 ]");
+        assert_eq!(f.deliver(EventType::Added, "{}").await, Delivered::Done);
+        assert_eq!(f.log(), ["added", "flaky", "flaky", "b"]);
+    }
+
+    #[tokio::test]
+    async fn exit_100_stops_the_remaining_handlers_and_fails_the_event() {
+        let f = Fixture::new();
+        f.hook("modified", "echo first >> \"$LOG\"; exit 100");
+        f.hook("modified.d/x", "echo never >> \"$LOG\"");
+        assert_eq!(f.deliver(EventType::Modified, "{}").await, Delivered::Failed);
+        assert_eq!(f.log(), ["first"]);
+    }
+
+    #[tokio::test]
+    async fn a_handler_out_of_retries_fails_the_event_but_the_next_still_runs() {
+        let f = Fixture::new();
+        f.hook("added.d/1", "echo one >> \"$LOG\"; exit 1");
+        f.hook("added.d/2", "echo two >> \"$LOG\"");
+        assert_eq!(f.deliver(EventType::Added, "{}").await, Delivered::Failed);
+        assert_eq!(f.log(), ["one", "one", "one", "one", "two"]);
+    }
+
+    #[tokio::test]
+    async fn old_file_holds_the_last_delivered_object_and_is_absent_for_added() {
+        let f = Fixture::new();
+        let body = "if [ -n \"${EVENT_OLD_FILE:-}\" ]; then cat \"$EVENT_OLD_FILE\" >> \"$LOG\"; echo >> \"$LOG\"; \
+                    else echo none >> \"$LOG\"; fi";
+        for h in ["added", "modified", "deleted"] {
+            f.hook(h, body);
+        }
+        f.deliver(EventType::Added, r#"{"a":"1"}"#).await;
+        f.deliver(EventType::Modified, r#"{"a":"2"}"#).await;
+        f.deliver(EventType::Deleted, r#"{"a":"2"}"#).await;
+        f.deliver(EventType::Modified, r#"{"a":"3"}"#).await;
+        let log = f.log();
+        assert_eq!(log[0], "none");
+        assert!(log[1].contains(r#""a":"1""#), "{}", log[1]);
+        assert!(log[2].contains(r#""a":"2""#), "{}", log[2]);
+        assert_eq!(log[3], "none", "nothing is remembered after DELETED");
+    }
+
+    #[tokio::test]
+    async fn an_old_object_given_with_the_event_is_used() {
+        let f = Fixture::new();
+        f.hook("modified", "cat \"$EVENT_OLD_FILE\" >> \"$LOG\"");
+        let ev = ObjectEvent {
+            old: Some(r#"{"given":1}"#.into()),
+            ..ObjectEvent::new(EventType::Modified, "ns/o".into(), "{}".into())
+        };
+        assert_eq!(f.deliverer.deliver(&ev).await, Delivered::Done);
+        assert_eq!(f.log(), [r#"{"given":1}"#]);
+    }
+
+    #[tokio::test]
+    async fn field_hooks_run_after_the_handlers_and_only_for_a_changed_field() {
+        let f = Fixture::new();
+        f.hook("modified", "echo modified >> \"$LOG\"");
+        f.hook("field/data.a", "echo \"$EVENT_FIELD $EVENT_FIELD_OLD $EVENT_FIELD_NEW\" >> \"$LOG\"");
+        f.hook("field/data.b", "echo \"$EVENT_FIELD $EVENT_FIELD_OLD $EVENT_FIELD_NEW\" >> \"$LOG\"");
+        f.deliver(EventType::Added, r#"{"a":"1"}"#).await;
+        f.deliver(EventType::Modified, r#"{"a":"2"}"#).await;
+        f.deliver(EventType::Sync, r#"{"a":"3"}"#).await;
+        assert_eq!(f.log(), [r#"data.a null "1""#, "modified", r#"data.a "1" "2""#]);
     }
 }

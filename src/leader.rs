@@ -116,10 +116,10 @@ impl Election {
         Fut: Future<Output = Result<(), E>>,
         E: From<LeaderError>,
     {
-        metrics::leader(false);
+        metrics::standing_by();
         tracing::info!("leader election on the Lease {} as {} (priority {})", self.lease, self.identity, self.priority);
         loop {
-            if !self.stand_by(&stop).await? {
+            if stop.is_cancelled() || !self.stand_by(&stop).await? {
                 return Ok(());
             }
             let work = CancellationToken::new();
@@ -147,7 +147,7 @@ impl Election {
                     wait
                 }
                 Ok(Err(e)) if refused(&e) => return Err(self.refused(e)),
-                Ok(Err(e)) => self.failed(&mut failing, &e.to_string()),
+                Ok(Err(e)) => self.failed(&mut failing, &api_message(&e)),
                 Err(_) => self.failed(&mut failing, "no answer within the retry period"),
             };
             tokio::select! {
@@ -192,15 +192,17 @@ impl Election {
             return self.create().await;
         };
         let v = self.view(&lease);
-        if let Some(holder) = v.holder.clone().filter(|h| *h != self.identity) {
-            if self.priority > v.holder_priority && self.may_claim(&v) {
-                self.claim(lease, &holder, v.holder_priority).await?;
+        match decide(&v, &self.identity, self.priority) {
+            Decision::Take => {}
+            Decision::Wait { leader, claim } => {
+                if claim {
+                    self.claim(lease, &leader.0, leader.1).await?;
+                }
+                // Look again when the holder's lease would expire, if sooner than a retry.
+                let expiry = if v.holder.is_some() { v.until_expiry } else { self.timing.retry_period };
+                let wait = expiry.clamp(Duration::from_millis(50), self.timing.retry_period);
+                return Ok(Attempt::Standby { leader: Some(leader), wait });
             }
-            let wait = v.until_expiry.min(self.timing.retry_period);
-            return Ok(Attempt::Standby { leader: Some((holder, v.holder_priority)), wait });
-        }
-        if let Some(c) = v.claim.filter(|c| c.identity != self.identity && c.priority > self.priority) {
-            return Ok(Attempt::Standby { leader: Some((c.identity, c.priority)), wait: self.timing.retry_period });
         }
         match self.api.replace(&self.name, &PostParams::default(), &self.held(lease)).await {
             Ok(_) => Ok(Attempt::Acquired),
@@ -238,10 +240,6 @@ impl Election {
                 .ok()
                 .filter(|c| fresh(c, claim_seen, self.timing.lease_duration)),
         }
-    }
-
-    fn may_claim(&self, v: &View) -> bool {
-        v.claim.as_ref().is_none_or(|c| c.identity == self.identity || c.priority < self.priority)
     }
 
     /// Asks the holder to hand over; a conflict only means the Lease changed meanwhile.
@@ -306,7 +304,7 @@ impl Election {
             tokio::select! {
                 result = &mut run => {
                     self.release().await;
-                    metrics::leader(false);
+                    metrics::standing_by();
                     result?;
                     return Ok(end.unwrap_or(End::Stopped));
                 }
@@ -317,36 +315,44 @@ impl Election {
                 }
                 _ = tokio::time::sleep_until(next.into()) => {
                     let started = Instant::now();
-                    let left = (last_renew + self.timing.renew_deadline).saturating_duration_since(started);
-                    match tokio::time::timeout(left, self.renew()).await {
-                        Ok(Ok(Renewal::Renewed { yield_to })) => {
-                            last_renew = started;
-                            metrics::lease_ok();
-                            if let (Some(c), None) = (yield_to, end) {
-                                tracing::info!("{} (priority {}) asks for the Lease {}: handing over once running hooks finished", c.identity, c.priority, self.lease);
-                                end = Some(End::Yielded);
-                                work.cancel();
-                            }
+                    match self.renew_round(&mut last_renew).await {
+                        Ok(Some(c)) if end.is_none() => {
+                            tracing::info!("{} (priority {}) asks for the Lease {}: handing over once running hooks finished", c.identity, c.priority, self.lease);
+                            end = Some(End::Yielded);
+                            work.cancel();
                         }
-                        Ok(Ok(Renewal::Taken(holder))) => {
-                            let lease = self.lease.clone();
-                            return Err(abort(work, run, LeaderError::Taken { lease, holder }).await.into());
-                        }
-                        Ok(Ok(Renewal::Conflicted)) => {}
-                        Ok(Err(e)) => {
-                            metrics::lease_failed();
-                            tracing::warn!("cannot renew the Lease {}: {}", self.lease, api_message(&e));
-                        }
-                        Err(_) => metrics::lease_failed(),
-                    }
-                    if last_renew.elapsed() >= self.timing.renew_deadline {
-                        let (lease, deadline) = (self.lease.clone(), self.timing.renew_deadline);
-                        return Err(abort(work, run, LeaderError::RenewDeadline { lease, deadline }).await.into());
+                        Ok(_) => {}
+                        Err(lost) => return Err(abort(work, run, lost).await.into()),
                     }
                     next = (started + self.timing.retry_period).min(last_renew + self.timing.renew_deadline);
                 }
             }
         }
+    }
+
+    /// One renewal, bounded by the renew deadline: the claim to yield to, if any, or
+    /// the reason the Lease is lost.
+    async fn renew_round(&mut self, last_renew: &mut Instant) -> Result<Option<Claim>, LeaderError> {
+        let started = Instant::now();
+        let left = (*last_renew + self.timing.renew_deadline).saturating_duration_since(started);
+        match tokio::time::timeout(left, self.renew()).await {
+            Ok(Ok(Renewal::Renewed { yield_to })) => {
+                *last_renew = started;
+                metrics::lease_ok();
+                return Ok(yield_to);
+            }
+            Ok(Ok(Renewal::Taken(holder))) => return Err(LeaderError::Taken { lease: self.lease.clone(), holder }),
+            Ok(Ok(Renewal::Conflicted)) => {}
+            Ok(Err(e)) => {
+                metrics::lease_failed();
+                tracing::warn!("cannot renew the Lease {}: {}", self.lease, api_message(&e));
+            }
+            Err(_) => metrics::lease_failed(),
+        }
+        if last_renew.elapsed() >= self.timing.renew_deadline {
+            return Err(LeaderError::RenewDeadline { lease: self.lease.clone(), deadline: self.timing.renew_deadline });
+        }
+        Ok(None)
     }
 
     async fn renew(&mut self) -> Result<Renewal, kube::Error> {
@@ -361,7 +367,7 @@ impl Election {
             if v.holder.as_deref() != Some(self.identity.as_str()) {
                 return Ok(Renewal::Taken(v.holder.unwrap_or_else(|| "nobody".into())));
             }
-            let yield_to = v.claim.filter(|c| c.identity != self.identity && c.priority > self.priority);
+            let yield_to = v.claim.filter(|c| outranks(c, &self.identity, self.priority));
             match self.api.replace(&self.name, &PostParams::default(), &self.held(lease)).await {
                 Ok(_) => return Ok(Renewal::Renewed { yield_to }),
                 Err(e) if conflict(&e) => continue,
@@ -377,34 +383,35 @@ impl Election {
             for _ in 0..3 {
                 let mut lease = match self.api.get_opt(&self.name).await {
                     Ok(Some(l)) => l,
-                    Ok(None) => return Ok(()),
+                    Ok(None) => return Ok(false),
                     Err(e) => return Err(e),
                 };
                 let spec = lease.spec.get_or_insert_with(Default::default);
                 if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 spec.holder_identity = None;
                 spec.lease_duration_seconds = Some(1);
                 spec.renew_time = Some(MicroTime(Timestamp::now()));
                 lease.metadata.annotations.get_or_insert_with(Default::default).remove(PRIORITY_ANNOTATION);
                 match self.api.replace(&self.name, &PostParams::default(), &lease).await {
-                    Ok(_) => return Ok(()),
+                    Ok(_) => return Ok(true),
                     Err(e) if conflict(&e) => continue,
                     Err(e) => return Err(e),
                 }
             }
-            Ok(())
+            Ok(false)
         };
         match tokio::time::timeout(self.timing.renew_deadline, attempt).await {
-            Ok(Ok(())) => tracing::info!("released the Lease {}", self.lease),
+            Ok(Ok(true)) => tracing::info!("released the Lease {}", self.lease),
+            Ok(Ok(false)) => tracing::debug!("the Lease {} was no longer held by this instance", self.lease),
             Ok(Err(e)) => tracing::warn!("cannot release the Lease {}: {}", self.lease, api_message(&e)),
             Err(_) => tracing::warn!("cannot release the Lease {}: no answer", self.lease),
         }
     }
 
     /// A candidate that stops before it acquired takes back its claim, so that the
-    /// holder does not hand over to nobody.
+    /// holder does not yield to nobody and lower priorities need not wait for it to age.
     async fn withdraw_claim(&mut self) {
         if !self.claimed {
             return;
@@ -425,12 +432,38 @@ impl Election {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// The Lease is free (or ours) and nobody of higher priority claims it.
+    Take,
+    /// `leader` (identity, priority) holds it or is taking it over; with `claim`, ask it to hand over.
+    Wait { leader: (String, i32), claim: bool },
+}
+
+/// The election and priority rules, on one look at the Lease.
+fn decide(v: &View, me: &str, priority: i32) -> Decision {
+    if let Some(holder) = v.holder.as_ref().filter(|h| *h != me) {
+        let claim_taken = v.claim.as_ref().is_some_and(|c| c.identity != me && c.priority >= priority);
+        let claim = priority > v.holder_priority && !claim_taken;
+        return Decision::Wait { leader: (holder.clone(), v.holder_priority), claim };
+    }
+    match v.claim.as_ref().filter(|c| outranks(c, me, priority)) {
+        Some(c) => Decision::Wait { leader: (c.identity.clone(), c.priority), claim: false },
+        None => Decision::Take,
+    }
+}
+
+/// A claim by another instance of higher priority.
+fn outranks(c: &Claim, me: &str, priority: i32) -> bool {
+    c.identity != me && c.priority > priority
+}
+
 /// Ends every running hook at once and gives the runner a moment to wind down: another
 /// instance may already run hooks.
 async fn abort<E>(work: &CancellationToken, run: impl Future<Output = Result<(), E>>, err: LeaderError) -> LeaderError {
     crate::hooks::spawn::abort_all();
     work.cancel();
-    metrics::leader(false);
+    metrics::standing_by();
     let _ = tokio::time::timeout(Duration::from_secs(1), run).await;
     err
 }
@@ -484,9 +517,14 @@ pub fn identity() -> String {
 /// `operator-<resource>-<hooks dir name>`, as a valid Lease name: replicas of one
 /// deployment agree on it, and a developer's checkout of the same hooks does too.
 pub fn default_lease_name(resource: &str, hooks_dir: &std::path::Path) -> String {
-    let dir = hooks_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let raw = format!("operator-{resource}-{dir}").to_ascii_lowercase();
-    let mut name: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect();
+    let keep = |dots: bool| move |c: char| if c.is_ascii_alphanumeric() || (dots && c == '.') { c } else { '-' };
+    let dir = hooks_dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let dir: String = dir.chars().map(keep(false)).collect();
+    let resource: String = resource.to_lowercase().chars().map(keep(true)).collect();
+    let raw = format!("operator-{resource}-{dir}");
+    // Every dot-separated label must start and end with a letter or digit.
+    let labels: Vec<&str> = raw.split('.').map(|l| l.trim_matches('-')).filter(|l| !l.is_empty()).collect();
+    let mut name = labels.join(".");
     name.truncate(253);
     name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
@@ -515,7 +553,13 @@ mod tests {
         let name = default_lease_name("persistentvolumeclaims", std::path::Path::new("/src/My Hooks/pvc_v2/"));
         assert_eq!(name, "operator-persistentvolumeclaims-pvc-v2");
         assert!(valid_lease_name(&name));
-        assert!(valid_lease_name(&default_lease_name("evcs.example.com", std::path::Path::new("/hooks/"))));
+        for (resource, dir) in
+            [("evcs.example.com", "/hooks/"), ("pods", "/tmp/.tmpAbC"), ("pods", "my.hooks-"), ("x", "/")]
+        {
+            let name = default_lease_name(resource, std::path::Path::new(dir));
+            assert!(valid_lease_name(&name), "{resource} {dir}: {name}");
+        }
+        assert_eq!(default_lease_name("pods", std::path::Path::new("/tmp/.tmpAbC")), "operator-pods--tmpabc");
     }
 
     #[test]
@@ -545,6 +589,51 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(observed(&mut slot, "a".into()), first);
         assert!(observed(&mut slot, "b".into()) > first);
+    }
+
+    fn held_by(holder: &str, priority: i32) -> View {
+        View { holder: Some(holder.into()), holder_priority: priority, ..View::default() }
+    }
+
+    fn wait(leader: &str, priority: i32, claim: bool) -> Decision {
+        Decision::Wait { leader: (leader.into(), priority), claim }
+    }
+
+    #[test]
+    fn equal_priorities_wait_for_the_holder_without_a_claim() {
+        assert_eq!(decide(&held_by("a", 0), "b", 0), wait("a", 0, false));
+    }
+
+    #[test]
+    fn a_higher_priority_claims_and_a_lower_one_does_not() {
+        assert_eq!(decide(&held_by("a", 0), "dev", 100), wait("a", 0, true));
+        assert_eq!(decide(&held_by("dev", 100), "a", 0), wait("dev", 100, false));
+    }
+
+    #[test]
+    fn a_free_lease_is_taken_unless_a_higher_priority_claims_it() {
+        assert_eq!(decide(&View::default(), "a", 0), Decision::Take);
+        let claimed = View { claim: Some(claim("dev", 100, Timestamp::now())), ..View::default() };
+        assert_eq!(decide(&claimed, "a", 0), wait("dev", 100, false));
+        assert_eq!(decide(&claimed, "dev", 100), Decision::Take, "its own claim");
+        assert_eq!(decide(&claimed, "other", 100), Decision::Take, "an equal priority is an ordinary election");
+        assert_eq!(decide(&claimed, "top", 200), Decision::Take);
+    }
+
+    #[test]
+    fn a_claim_is_not_overwritten_by_an_equal_or_lower_priority() {
+        let v = View { claim: Some(claim("dev", 100, Timestamp::now())), ..held_by("a", 0) };
+        assert_eq!(decide(&v, "dev2", 100), wait("a", 0, false));
+        assert_eq!(decide(&v, "dev2", 50), wait("a", 0, false));
+        assert_eq!(decide(&v, "dev", 100), wait("a", 0, true), "its own claim is refreshed");
+        assert_eq!(decide(&v, "top", 200), wait("a", 0, true));
+    }
+
+    #[test]
+    fn the_holder_yields_only_to_a_higher_priority() {
+        assert!(outranks(&claim("dev", 100, Timestamp::now()), "a", 0));
+        assert!(!outranks(&claim("dev", 0, Timestamp::now()), "a", 0));
+        assert!(!outranks(&claim("a", 100, Timestamp::now()), "a", 0));
     }
 
     #[test]

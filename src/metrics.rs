@@ -144,6 +144,13 @@ pub fn leader(active: bool) {
     METRICS.leader.set(i64::from(active));
 }
 
+/// This instance stopped running hooks: it tracks and queues nothing.
+pub fn standing_by() {
+    leader(false);
+    objects(0);
+    queue_depth(0);
+}
+
 /// The metrics in the text format Prometheus scrapes (OpenMetrics).
 pub fn encode() -> String {
     let mut out = String::new();

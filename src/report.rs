@@ -102,27 +102,65 @@ pub async fn post(client: &Client, object: &Value, note: &Note) -> Result<Posted
     };
     for _ in 0..ATTEMPTS {
         let now = Timestamp::now();
-        let written = match api.get_opt(&name).await.map_err(failed)? {
-            None => api.create(&PostParams::default(), &fresh(&about, note, &name, now)).await,
-            Some(old) => api.replace(&name, &PostParams::default(), &repeat(old, &about, note, &name, now)).await,
+        let written = match api.get_opt(&name).await {
+            Ok(None) => api.create(&PostParams::default(), &fresh(&about, note, &name, now)).await,
+            Ok(Some(old)) => {
+                match api.replace(&name, &PostParams::default(), &repeat(old, &about, note, &name, now)).await {
+                    // Expired between the read and the write: start again.
+                    Err(kube::Error::Api(s)) if s.code == 404 => continue,
+                    other => other,
+                }
+            }
+            Err(e) => Err(e),
         };
         match written {
             Ok(e) if e.count.unwrap_or(1) > 1 => return Ok(Posted::Repeated(name, e.count.unwrap_or(1))),
             Ok(_) => return Ok(Posted::Created(name)),
-            // Created or changed by someone else meanwhile, or expired: read it again.
-            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => continue,
+            // Created or changed by someone else meanwhile: read it again.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            // Allowed to create Events but not to read or update them (RBAC with
+            // `create` only): every post becomes an Event of its own.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return create_unique(&api, &about, note, &name).await.map_err(failed);
+            }
             Err(e) => return Err(failed(e)),
         }
     }
     Err(ReportError::Contended(name))
 }
 
-/// The server's own sentence for API errors, not a debug dump.
+/// An Event under a name of its own (the deduplicating name and the time).
+async fn create_unique(
+    api: &Api<Event>,
+    about: &ObjectReference,
+    note: &Note,
+    name: &str,
+) -> Result<Posted, kube::Error> {
+    let now = Timestamp::now();
+    let unique = format!("{name}.{:x}", now.as_nanosecond());
+    api.create(&PostParams::default(), &fresh(about, note, &unique, now)).await?;
+    Ok(Posted::Created(unique))
+}
+
+/// The server's own sentence for API errors, not a debug dump; for others (the
+/// server cannot be reached, TLS) the error with its causes, on one line.
 pub fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
-        other => other.to_string(),
+    if let kube::Error::Api(s) = e
+        && !s.message.is_empty()
+    {
+        return s.message.clone();
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The reference to the object an Event is about.
@@ -328,6 +366,12 @@ mod tests {
         let about = involved(&pod()).unwrap();
         let e = fresh(&about, &note("R", &"x".repeat(5000)), "e", at(0));
         assert_eq!(e.message.unwrap().len(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn api_errors_read_as_the_servers_sentence() {
+        let status = kube::core::Status::failure("pods \"x\" not found", "NotFound").with_code(404);
+        assert_eq!(api_message(&kube::Error::Api(Box::new(status))), "pods \"x\" not found");
     }
 
     #[test]

@@ -233,3 +233,58 @@ fn repeated_hook_failures_count_on_one_hook_failed_event() {
     op.check(failed.len() == 1 && failed[0]["count"] == 2, &format!("one Event, counted twice: {failed:#?}"));
     op.check(failed[0]["message"].as_str().is_some_and(|m| m.contains("status 100")), &format!("{failed:#?}"));
 }
+
+/// A kubeconfig for service account `sa` of `ns` (its token secret, as 1.20 makes them).
+fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let mut secret = String::new();
+    let start = std::time::Instant::now();
+    while secret.is_empty() {
+        assert!(start.elapsed() < secs(30), "no token secret for {ns}/{sa}");
+        secret = cluster().ok(&["get", "sa", sa, "-n", ns, "-o", "jsonpath={.secrets[0].name}"]);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let token = cluster().ok(&["get", "secret", &secret, "-n", ns, "-o", "go-template={{.data.token | base64decode}}"]);
+    let admin: Value =
+        serde_json::from_str(&cluster().ok(&["config", "view", "--raw", "--minify", "-o", "json"])).unwrap();
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa", "namespace": ns}}],
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn with_only_create_on_events_every_post_is_an_event_of_its_own() {
+    let ns = cluster().namespace("ev-rbac");
+    cluster().ok(&["create", "serviceaccount", "poster", "-n", &ns.name]);
+    cluster().ok(&["create", "role", "post-events", "-n", &ns.name, "--verb=create", "--resource=events"]);
+    cluster().ok(&[
+        "create",
+        "rolebinding",
+        "post-events",
+        "-n",
+        &ns.name,
+        "--role=post-events",
+        &format!("--serviceaccount={}:poster", ns.name),
+    ]);
+    cluster().ok(&["create", "configmap", "watched", "-n", &ns.name]);
+    let object = cluster().ok(&["get", "configmap", "watched", "-n", &ns.name, "-o", "json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, format!(r#"{{"type":"ADDED","object":{object}}}"#)).unwrap();
+    let kubeconfig = service_account_kubeconfig(&ns.name, "poster", dir.path());
+    for _ in 0..2 {
+        let out = operator(
+            &["event", "--reason", "Limited", "--message", "create only"],
+            &[("EVENT_FILE", file.to_str().unwrap()), ("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let posted = events(&ns.name, "watched", "Limited");
+    assert_eq!(posted.len(), 2, "{posted:#?}");
+    assert!(posted.iter().all(|e| e["count"] == 1), "{posted:#?}");
+}

@@ -64,26 +64,10 @@ fn hook_outcomes_are_counted_as_they_happen() {
     let ns = c.namespace("metrics");
     let rec = Recorder::new(&[]);
     rec.hook("added", OUTCOMES);
-    let args = [
-        "-o",
-        "cm",
-        "-n",
-        &ns.name,
-        "--label-selector",
-        "test=metrics",
-        "--retries",
-        "1",
-        "--backoff-min",
-        "100ms",
-        "--backoff-max",
-        "200ms",
-        "--hook-timeout",
-        "1s",
-        "--grace-period",
-        "1s",
-        "--listen",
-        "127.0.0.1:0",
-    ];
+    let flags = "--label-selector test=metrics --retries 1 --backoff-min 100ms --backoff-max 200ms \
+                 --hook-timeout 1s --grace-period 1s --listen 127.0.0.1:0";
+    let mut args = vec!["-o", "cm", "-n", &ns.name];
+    args.extend(flags.split_whitespace());
     let op = Operator::watching(&rec, &args);
     let addr = listen_addr(&op);
     let (status, before) = get(&addr, "/metrics");

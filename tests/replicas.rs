@@ -59,6 +59,20 @@ fn ran(rec: &Recorder, runner: &str, name: &str) -> bool {
     runs(rec).iter().any(|r| r.runner == runner && r.name == name && !r.end)
 }
 
+/// Status and body of GET `path` on the instance's --listen address (from its log).
+fn get(op: &Operator, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let log = op.log_text();
+    let at = log.find("/readyz on http://").expect("a --listen line in the log") + "/readyz on http://".len();
+    let addr = log[at..].split_whitespace().next().unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
 fn now_nanos() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
 }
@@ -82,12 +96,12 @@ fn cm(ns: &str, name: &str) {
     cluster().apply(ns, &format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}}}}"#));
 }
 
-/// A leader and a standby, the leader having run the hook for `before`.
+/// A leader and a standby (with --listen), the leader having run the hook for `before`.
 fn pair(rec: &Recorder, ns: &str) -> (Operator, Operator) {
     cm(ns, "before");
     let a = instance(rec, ns, "A", &[]);
     a.wait_for_log("leading:", secs(30));
-    let b = instance(rec, ns, "B", &[]);
+    let b = instance(rec, ns, "B", &["--listen", "127.0.0.1:0"]);
     b.wait_for_log("standing by:", secs(30));
     a.wait_until("A ran the hook for before", secs(30), || ran(rec, "A", "before"));
     (a, b)
@@ -103,6 +117,8 @@ fn one_of_two_instances_runs_hooks_and_sigterm_hands_over_within_two_seconds() {
     a.wait_until("A ran while-a", secs(30), || ran(&rec, "A", "while-a"));
     std::thread::sleep(secs(2));
     b.check(runs(&rec).iter().all(|r| r.runner == "A"), &format!("only the leader runs hooks: {:?}", runs(&rec)));
+    b.check(get(&b, "/readyz").0 == 200, "a standby that knows the leader is ready");
+    b.check(get(&b, "/metrics").1.contains("\noperator_leader 0\n"), "a standby reports operator_leader 0");
 
     cm(&ns.name, "slow-1");
     a.wait_until("A started slow-1", secs(30), || ran(&rec, "A", "slow-1"));
@@ -121,6 +137,8 @@ fn one_of_two_instances_runs_hooks_and_sigterm_hands_over_within_two_seconds() {
     b.check(handover_ms < 2000, &format!("hand-over took {handover_ms} ms"));
     cm(&ns.name, "after");
     b.wait_until("B ran after", secs(30), || ran(&rec, "B", "after"));
+    b.check(get(&b, "/metrics").1.contains("\noperator_leader 1\n"), "the new leader reports operator_leader 1");
+    b.check(get(&b, "/readyz").0 == 200, "the new leader is ready after its list");
 }
 
 #[test]
@@ -197,7 +215,7 @@ fn a_leader_whose_api_server_disappears_stops_its_hooks_before_its_lease_could_e
     let c = cluster();
     let ns = c.namespace("ha-lost");
     let rec = recorder();
-    let fast = ["--lease-duration", "4s", "--renew-deadline", "2s", "--retry-period", "500ms"];
+    let fast = ["--lease-duration", "6s", "--renew-deadline", "2s", "--retry-period", "500ms"];
     let mut a = instance(&rec, &ns.name, "A", &fast);
     a.wait_for_log("leading:", secs(30));
     cm(&ns.name, "long-1");
@@ -210,10 +228,29 @@ fn a_leader_whose_api_server_disappears_stops_its_hooks_before_its_lease_could_e
     a.wait_until("the hook ended", secs(10), || !running(pid));
     let gone = killed.elapsed();
     eprintln!("API server gone: the leader ended its hook after {} ms", gone.as_millis());
-    // Renewed at most 500 ms before the kill, so the Lease holds until at least 3.5 s after it.
-    a.check(gone < Duration::from_millis(3000), &format!("the hook ran {gone:?} into the outage"));
+    // Renewed at most a retry period (500 ms) before the kill, so the Lease holds until
+    // at least 5.5 s after it; the renew deadline ends the hook about 2 s after it.
+    a.check(gone < Duration::from_millis(5000), &format!("the hook ran {gone:?} into the outage"));
     let status = a.wait_exit(secs(10));
     a.check(!status.success(), &format!("the leader exits non-zero: {status}"));
     a.check(a.log_text().contains("lost the Lease"), "the log says why");
     outage.join().unwrap();
+}
+
+#[test]
+fn a_lease_namespace_that_does_not_exist_stops_the_runner_with_the_servers_message() {
+    let _shared = APISERVER.read().unwrap_or_else(|e| e.into_inner());
+    let ns = cluster().namespace("ha-nons");
+    let rec = recorder();
+    let args: Vec<String> = ["-o", "cm", "-n", &ns.name, "--leader-elect", "--lease-namespace", "no-such-namespace"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(rec.args())
+        .collect();
+    let mut op = Operator::start(&args);
+    let status = op.wait_exit(secs(30));
+    op.check(status.code() == Some(1), &format!("exit status {status}"));
+    let log = op.log_text();
+    let says = log.contains("refused the Lease no-such-namespace/") && log.contains("not found");
+    op.check(says, "the error names the Lease and gives the server's message");
 }

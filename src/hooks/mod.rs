@@ -18,7 +18,7 @@ pub enum HookError {
         #[source]
         source: std::io::Error,
     },
-    #[error("field hook '{path}' is skipped: {source}")]
+    #[error("field hook '{path}' has a bad name: {source}")]
     BadFieldPath {
         path: PathBuf,
         #[source]

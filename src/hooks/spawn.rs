@@ -90,6 +90,7 @@ pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &Cancella
         Ok(child) => child,
         Err(e) => return Outcome::NotStarted(e),
     };
+    tracing::debug!("[{label}] started {} (pid {})", cmd.program.display(), child.id().unwrap_or_default());
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let registered = Registered::new(pgid);
     let out = tokio::spawn(forward(child.stdout.take(), label.to_string()));

@@ -42,29 +42,6 @@ events_about() {
 event_count() { events_about "$@" | jq -s 'map(.count) | add // 0'; }
 event_count_is() { [[ $(event_count "$1" "$2" "$3") == "$4" ]]; }
 
-test_children() {
-  local ns uid pod_owner
-  ns=$(new_namespace ex-children)
-  example children "$ns"
-  kopfexample "$ns"
-  wait_until "$REACT" exists "$ns" pod/kopf-example-1-child || fail "no child pod"
-  uid=$(kx_field "$ns" '{.metadata.uid}')
-  pod_owner=$(kubectl -n "$ns" get pod kopf-example-1-child -o json |
-    jq -r '.metadata.ownerReferences[] | select(.controller) | "\(.kind) \(.name) \(.uid) \(.blockOwnerDeletion)"')
-  [[ $pod_owner == "KopfExample kopf-example-1 $uid true" ]] || fail "pod's controller is '$pod_owner'"
-  [[ $(kubectl -n "$ns" get pod kopf-example-1-child -o json | jq -r '.spec.containers[0].env[0].value') == value ]] ||
-    fail "pod's FIELD is not spec.field"
-  wait_until "$REACT" children_recorded "$ns" || fail "status.children does not hold the pod's uid"
-  wait_for_log children 'children: pod .*/kopf-example-1-child \(uid .*\) belongs to kopfexample' 1 ||
-    fail "no log line for the child"
-  kubectl -n "$ns" delete kopfexample kopf-example-1 --wait=false >/dev/null
-  wait_until 90 gone "$ns" pod/kopf-example-1-child || fail "the garbage collector did not delete the child pod"
-}
-
-children_recorded() {
-  [[ $(kx_field "$1" '{.status.children[0]}') == "$(kubectl -n "$1" get pod kopf-example-1-child -o jsonpath='{.metadata.uid}')" ]]
-}
-
 test_retries() {
   local ns log
   ns=$(new_namespace ex-retries)
@@ -108,7 +85,7 @@ event_count_at_least() { (($(event_count "$1" KopfExample/kopf-example-1 "$2") >
 test_subhandlers() {
   local ns log
   ns=$(new_namespace ex-sub)
-  example subhandlers "$ns" --backoff-min 200ms --backoff-max 1s --retries 20
+  example subhandlers "$ns" --ignore-status-changes --backoff-min 200ms --backoff-max 1s --retries 20
   kopfexample "$ns" '.spec.items = ["item1", "needs-config", "item2"]'
   wait_for_log subhandlers 'item needs-config of .* waits for configmap config' "$REACT" || fail "no waiting item"
   wait_for_log subhandlers 'exited with status 1; retry 2 of 20' "$REACT" || fail "the failed item was not retried"
@@ -120,6 +97,8 @@ test_subhandlers() {
   for item in item1 needs-config item2 item3; do
     (($(grep -c "=== Handling creation for $item. ===" "$log") == 1)) || fail "item $item was not handled exactly once"
   done
+  # Its own status writes do not wake the hook: one MODIFIED, for the spec change.
+  (($(grep -c "hook modified for $ns/kopf-example-1 succeeded" "$log") == 1)) || fail "status writes woke the hook"
 }
 
 items_done() { [[ $(kx_field "$1" '{.status.items}' | jq -c 'keys') == "$2" ]]; }
@@ -155,6 +134,185 @@ test_builtins() {
   wait_for_log builtins "=== Pod $ns/doomed is gone." "$REACT" || fail "deleted hook did not run"
   exists "$ns" pod/spared || fail "a pod without the label was deleted"
   ! grep -q "spared" "$(operator_log builtins)" || fail "hooks ran for a pod without the label"
+}
+
+# line_of NAME REGEX: the number of the first log line matching REGEX (empty if none).
+line_of() { grep -nE -- "$2" "$(operator_log "$1")" | head -1 | cut -d: -f1; }
+
+test_handlers() {
+  local ns k a1 a2 f1 d1 d2
+  ns=$(new_namespace ex-handlers)
+  example handlers "$ns"
+  k="$ns/kopf-example-1"
+  kopfexample "$ns"
+  wait_for_log handlers "\[field/spec.field $k\] FIELD CHANGED: spec.field: null -> \"value\"" "$REACT" || fail "no field hook on ADDED"
+  a1=$(line_of handlers "\[added.d/10-first $k\] CREATED 1st")
+  a2=$(line_of handlers "\[added.d/20-second $k\] CREATED 2nd")
+  f1=$(line_of handlers "FIELD CHANGED: spec.field: null")
+  if [[ -z $a1 || -z $a2 ]] || ((a1 > a2 || a2 > f1)); then
+    fail "ADDED handlers not in order 10-first, 20-second, field/"
+  fi
+  kubectl -n "$ns" patch kopfexample kopf-example-1 --type=merge -p '{"spec":{"field":"other"}}' >/dev/null
+  wait_for_log handlers "\[field/spec.field $k\] FIELD CHANGED: spec.field: \"value\" -> \"other\"" "$REACT" ||
+    fail "no field hook for the change"
+  wait_for_log handlers "\[modified $k\] UPDATED: spec.field$" "$REACT" || fail "modified did not name the changed field"
+  kubectl -n "$ns" annotate kopfexample kopf-example-1 example.com/note=hi >/dev/null
+  wait_for_log handlers "\[modified $k\] UPDATED: metadata.annotations.example.com/note$" "$REACT" ||
+    fail "modified did not name the annotation"
+  (($(grep -c "FIELD CHANGED" "$(operator_log handlers)") == 2)) || fail "the field hook ran for another field's change"
+  kubectl -n "$ns" delete kopfexample kopf-example-1 >/dev/null
+  wait_for_log handlers "\[deleted.d/20-second $k\] DELETED 2nd" "$REACT" || fail "no second DELETED handler"
+  d1=$(line_of handlers "\[deleted.d/10-first $k\] DELETED 1st")
+  d2=$(line_of handlers "DELETED 2nd")
+  if [[ -z $d1 ]] || ((d1 > d2)); then fail "DELETED handlers not in order"; fi
+}
+
+FILTERS=(--label-selector somelabel --annotation-selector someannotation --filter '.spec.field == "value"')
+
+# said NAME HOOK NS/OBJECT LINE: in NAME's log, HOOK printed LINE for the object.
+said() { grep -q -- "\[$2 $3\] $4" "$(operator_log "$1")"; }
+
+test_filters() {
+  local ns log
+  ns=$(new_namespace ex-filters)
+  example filters "$ns" "${FILTERS[@]}"
+  kopfexample "$ns" '.metadata.name = "all-match"'
+  kopfexample "$ns" '.metadata.name = "no-annotation" | del(.metadata.annotations)'
+  kopfexample "$ns" '.metadata.name = "other-field" | .spec.field = "other"'
+  kopfexample "$ns" '.metadata.name = "other-values" | .metadata.labels.somelabel = "othervalue"
+    | .metadata.annotations.someannotation = "othervalue"'
+  wait_until "$REACT" said filters added "$ns/other-values" "Annotation not satisfied." || fail "other-values got no hook"
+  wait_until "$REACT" said filters added "$ns/all-match" "Annotation exists." || fail "all-match got no hook"
+  for line in "Label satisfied." "Label exists." "Annotation satisfied."; do
+    said filters added "$ns/all-match" "$line" || fail "all-match: no '$line'"
+  done
+  for line in "Label satisfied." "Annotation satisfied."; do
+    ! said filters added "$ns/other-values" "$line" || fail "other-values: '$line'"
+  done
+  # Moving in: the object now passes --filter, and gets ADDED.
+  kubectl -n "$ns" patch kopfexample other-field --type=merge -p '{"spec":{"field":"value"}}' >/dev/null
+  wait_until "$REACT" said filters added "$ns/other-field" "Label satisfied." || fail "other-field got no ADDED on matching"
+  # Moving out: without its annotation, all-match is gone to the hooks.
+  kubectl -n "$ns" annotate kopfexample all-match someannotation- >/dev/null
+  wait_until "$REACT" said filters deleted "$ns/all-match" "filters: .* no longer passes the filters" ||
+    fail "all-match got no DELETED on leaving"
+  log=$(operator_log filters)
+  ! grep -q "no-annotation" "$log" || fail "an object without the annotation got hooks"
+  (($(grep -c "\[added $ns/all-match\] Label exists." "$log") == 1)) || fail "all-match got more than one ADDED"
+}
+
+cm_state() { kubectl -n "$1" get configmap examples-startup -o jsonpath='{.data.state}' 2>/dev/null; }
+cm_state_is() { [[ $(cm_state "$1") == "$2" ]]; }
+
+test_startup_and_shutdown() {
+  local ns rc=0 log
+  ns=$(new_namespace ex-startup)
+  operator_start startup -o kopfexamples -n "$ns" -h "$EXAMPLES/startup" -E "STARTUP_NAMESPACE=$ns" \
+    --backoff-min 200ms --backoff-max 1s --retries 30
+  wait_for_log startup "hook .*startup exited with status 1; retry 2 of 30" "$REACT" || fail "startup was not retried"
+  log=$(operator_log startup)
+  ! grep -q 'watching for changes' "$log" || fail "the watch started before startup succeeded"
+  kubectl -n "$ns" create configmap startup-config >/dev/null
+  wait_for_log startup 'watching for changes' "$REACT" || fail "the watch did not start after startup succeeded"
+  grep -Eq "startup: ready; configmap $ns/examples-startup says running" "$log" || fail "no startup line"
+  cm_state_is "$ns" running || fail "startup did not record running"
+  kopfexample "$ns"
+  wait_for_log startup "startup: served kopfexample $ns/kopf-example-1" "$REACT" || fail "added did not run"
+  operator_stop startup || rc=$?
+  ((rc == 0)) || fail "the runner exited with $rc"
+  grep -q "shutdown: cleaned up; configmap $ns/examples-startup says stopped" "$log" || fail "no shutdown line"
+  cm_state_is "$ns" stopped || fail "shutdown did not record stopped"
+}
+
+# exited PID: the (child) process has ended, zombie or reaped.
+exited() { [[ ! -e /proc/$1 ]] || [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == Z ]]; }
+
+test_startup_failure_stops_the_runner() {
+  local ns pid rc=0
+  ns=$(new_namespace ex-startfail)
+  operator_start startfail -o kopfexamples -n "$ns" -h "$EXAMPLES/startup" -E "STARTUP_NAMESPACE=$ns" \
+    --backoff-min 100ms --retries 1
+  pid=$(cat "$CLUSTER_DIR/pids/operator-startfail")
+  wait_until "$REACT" exited "$pid" || fail "the runner did not stop"
+  wait "$pid" || rc=$?
+  ((rc == 1)) || fail "the runner exited with $rc, not 1"
+  grep -q 'the startup hook failed' "$CLUSTER_DIR/logs/startfail.err" "$(operator_log startfail)" ||
+    fail "no error naming the startup hook"
+  ! grep -q 'watching for changes' "$(operator_log startfail)" || fail "the watch started"
+}
+
+# peer NAME NS PRIORITY: examples/peering as instance NAME with short Lease periods.
+peer() {
+  operator_start "$1" -o kopfexamples -n "$2" -h "$EXAMPLES/peering" -E "INSTANCE=$1" --leader-elect \
+    --lease-namespace "$2" --priority "$3" --lease-duration 6s --renew-deadline 4s --retry-period 500ms
+}
+
+handled() { grep -q "instance $1 handled kopfexample $2" "$(operator_log "$1")"; }
+
+test_peering() {
+  local ns rc=0
+  ns=$(new_namespace ex-peering)
+  peer production "$ns" 0
+  wait_for_log production 'leading: this instance' "$REACT" || fail "production did not lead"
+  kopfexample "$ns" '.metadata.name = "first"'
+  wait_until "$REACT" handled production "$ns/first" || fail "production did not handle first"
+  peer dev "$ns" 100
+  wait_for_log dev 'leading: this instance' "$REACT" || fail "dev (priority 100) did not take over"
+  wait_for_log production "\(priority 100\) asks for the Lease .*: handing over" 1 || fail "production did not hand over"
+  wait_for_log production 'standing by: .* \(priority 100\) leads' "$REACT" || fail "production is not standing by"
+  kopfexample "$ns" '.metadata.name = "second"'
+  wait_until "$REACT" handled dev "$ns/second" || fail "dev did not handle second"
+  operator_stop dev || rc=$?
+  ((rc == 0)) || fail "dev exited with $rc"
+  wait_until "$REACT" leading_again production || fail "production did not resume after dev stopped"
+  kopfexample "$ns" '.metadata.name = "third"'
+  wait_until "$REACT" handled production "$ns/third" || fail "production did not handle third"
+  ! grep -q "handled kopfexample $ns/third" "$(operator_log dev)" || fail "dev handled an object after it stopped"
+  # While dev led, production ran no hook.
+  awk '/asks for the Lease/ {h = 1} h && /leading: this instance/ {exit} h && /instance production handled/ {bad = 1} END {exit bad}' \
+    "$(operator_log production)" || fail "production ran hooks while dev led"
+}
+
+leading_again() { (($(grep -c 'leading: this instance' "$(operator_log production)") >= 2)); }
+
+# The example is itself a test script: it must pass on this cluster.
+test_testing() {
+  local out
+  out=$(E2E_RESULTS='' TEST_FILTER='' "$EXAMPLES/testing/test.sh" 2>&1) || fail "examples/testing/test.sh failed: $out"
+  grep -q '^ok test_the_hook_alone' <<<"$out" || fail "no ok for the hook alone: $out"
+  grep -q '^ok test_resource_lifecycle' <<<"$out" || fail "no ok for the lifecycle: $out"
+}
+
+# Last: the garbage collector notices the new KopfExample kind at its next
+# discovery (every 30 s after the CRD appeared), so earlier tests shorten the wait.
+test_children() {
+  local ns uid pod_owner
+  ns=$(new_namespace ex-children)
+  example children "$ns"
+  kopfexample "$ns"
+  wait_until "$REACT" exists "$ns" pod/kopf-example-1-child || fail "no child pod"
+  uid=$(kx_field "$ns" '{.metadata.uid}')
+  pod_owner=$(kubectl -n "$ns" get pod kopf-example-1-child -o json |
+    jq -r '.metadata.ownerReferences[] | select(.controller) | "\(.kind) \(.name) \(.uid) \(.blockOwnerDeletion)"')
+  [[ $pod_owner == "KopfExample kopf-example-1 $uid true" ]] || fail "pod's controller is '$pod_owner'"
+  [[ $(kubectl -n "$ns" get pod kopf-example-1-child -o json | jq -r '.spec.containers[0].env[0].value') == value ]] ||
+    fail "pod's FIELD is not spec.field"
+  wait_until "$REACT" children_recorded "$ns" || fail "status.children does not hold the pod's uid"
+  wait_for_log children 'children: pod .*/kopf-example-1-child \(uid .*\) belongs to kopfexample' 1 ||
+    fail "no log line for the child"
+  kubectl -n "$ns" delete kopfexample kopf-example-1 --wait=false >/dev/null
+  # The garbage collector's delete sets deletionTimestamp; the pod then has its grace period.
+  wait_until 90 deleting_or_gone "$ns" pod/kopf-example-1-child || fail "the garbage collector did not delete the child pod"
+}
+
+deleting_or_gone() {
+  local json
+  json=$(kubectl -n "$1" get "$2" -o json --ignore-not-found) || return 1
+  [[ -z $json ]] || jq -e '.metadata.deletionTimestamp' <<<"$json" >/dev/null
+}
+
+children_recorded() {
+  [[ $(kx_field "$1" '{.status.children[0]}') == "$(kubectl -n "$1" get pod kopf-example-1-child -o jsonpath='{.metadata.uid}')" ]]
 }
 
 run_tests

@@ -44,21 +44,19 @@ run_lifecycle() {
   [[ $changed != true ]] || status_set "$status"
 }
 
-# reconcile EVC PODS PVC: PVC, then lifecycle, then one status write. PODS and PVC
-# come from the pass's lists; the claim may have changed since the pass was taken, so
-# it is read again: gone, replaced or being deleted, it is left alone; otherwise its
-# current state is decided, and its resourceVersion guards the write (status_flush).
+# reconcile EVC PODS PVC: PVC, then lifecycle, then one status write, for a claim as the
+# pass saw it (PODS and PVC from the pass's lists). If the claim changed since the pass
+# was taken (the added hook just wrote it, a user edited it), is gone or being deleted,
+# it is left to the next pass: one cheap look instead of deciding on stale state.
 reconcile() {
   local evc=$1 pods=$2 pvc=$3 ns name uid
-  read -r ns name uid < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid)"' <<<"$evc")
+  read -r ns name uid STATUS_RV < <(jq -r '.metadata | "\(.namespace) \(.name) \(.uid) \(.resourceVersion)"' <<<"$evc")
   EVC_REF=$ns/$name
-  evc=$(evc_get "$ns" "$name")
-  if [[ -z $evc ]] || ! jq -e --arg uid "$uid" '.metadata.uid == $uid and .metadata.deletionTimestamp == null' \
-    <<<"$evc" >/dev/null; then
-    log_debug "$EVC_REF: gone, replaced or being deleted; nothing to do"
+  if [[ $(kubectl get "$EVC_RESOURCE" "$name" -n "$ns" --ignore-not-found \
+    -o jsonpath='{.metadata.resourceVersion}') != "$STATUS_RV" ]]; then
+    log_debug "$EVC_REF: changed since the pass began, or gone; left to the next pass"
     return 0
   fi
-  STATUS_RV=$(jq -r '.metadata.resourceVersion' <<<"$evc")
   ensure_pvc "$evc" "$pvc"
   if [[ -z $CLAIM_FAILED ]]; then
     run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
