@@ -265,7 +265,7 @@ test_image_runs_unprivileged_with_its_tools() {
   local out labels
   out=$(podman_ run --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
     -c 'id -u; operator --version; kubectl version --client -o json | jq -r .clientVersion.gitVersion;
-        test -x /hooks/pvc/added && test -x /hooks/evc/sync && test -f /hooks/lib/log.sh && echo hooks;
+        test -x /hooks/pvc/added && test -x /hooks/evc/added && test -f /hooks/lib/log.sh && echo hooks;
         test -s /etc/ssl/certs/ca-certificates.crt && echo certs; touch /x 2>/dev/null || echo read-only') \
     || fail "the image's tools do not run: $out"
   [[ $out == $'65532\n'"operator "*$'\nv1.'*$'\nhooks\ncerts\nread-only' ]] || fail "unexpected: $out"
