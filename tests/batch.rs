@@ -5,15 +5,15 @@ mod support;
 
 use support::{Operator, Recorder, cluster, secs};
 
-/// A sync-all hook that keeps each pass's event file and environment in RECORD_DIR.
+/// A sync-all hook that keeps each pass's environment and event file in RECORD_DIR; the
+/// event file comes last and whole (mv), so a pass seen has its environment too.
 const SYNC_ALL: &str = r#"#!/usr/bin/env bash
 set -euo pipefail
 f="$RECORD_DIR/$(date +%s%N)-$$"
 env -0 > "$f.tmp"
 mv "$f.tmp" "$f.env"
-# The pass last, whole: a reader that sees it also finds the environment.
-cp "$EVENT_FILE" "$f.ptmp"
-mv "$f.ptmp" "$f.pass"
+cp "$EVENT_FILE" "$f.tmp"
+mv "$f.tmp" "$f.pass"
 "#;
 
 /// The names of the objects of each pass, in order.
