@@ -248,6 +248,10 @@ example_claim() {
 
 # --- tests ------------------------------------------------------------------------------
 
+# listen_port DEPLOYMENT_JSON: the port of the container's --listen=ADDR.
+listen_port() { pod_args "$1" | sed -n 's/^--listen=.*:\([0-9]*\)$/\1/p'; }
+probe_ok() { [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$2") == 200 ]]; }
+
 test_manifest_copies_match_their_sources() {
   cmp -s "$REPO_ROOT/storageclass.yaml" "$REPO_ROOT/deploy/pvc/storageclass.yaml" \
     || fail "deploy/pvc/storageclass.yaml differs from storageclass.yaml: copy it again"
@@ -298,6 +302,13 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
   run_pod pvc "$dep" "$sa_dir"
   first_hook pvc "$cns/localstorage-claim"
   log_has pvc "watching persistentvolumeclaims \\(all namespaces\\)" || fail "the runner does not watch all namespaces"
+  # The Deployment's probes and Prometheus scrape these (--listen from its args).
+  local port
+  port=$(listen_port "$dep")
+  wait_until 30 probe_ok "$port" /readyz || fail "/readyz on :$port never answered 200"
+  probe_ok "$port" /healthz || fail "/healthz on :$port is not 200"
+  curl -fsS "http://127.0.0.1:$port/metrics" | grep -qx 'operator_leader 1' \
+    || fail "/metrics does not say this instance leads (operator_leader 1)"
   wait_until 60 bound "$cns" localstorage-claim || fail "the walkthrough's claim never became Bound"
   [[ -d $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid1}_${cns}_localstorage-claim ]] \
     || fail "no volume directory on kind-worker2"
@@ -370,16 +381,19 @@ test_evc_deployment_makes_and_expires_claims() {
     || fail "the runner took longer than the pod's terminationGracePeriodSeconds to stop"
 }
 
-# deploy/README.md, Upgrading: with strategy Recreate the old pod stops before
-# the new one starts; a claim deleted in that gap waits (the finalizer) and
-# the new pod cleans it up.
-test_upgrade_gap_loses_no_cleanup() {
-  local dep ns sa sa_dir cns uid dir
+# deploy/README.md, Upgrading: a rolling update starts the new pod while the
+# old one leads; the new one stands by (--leader-elect) and takes over the
+# moment the old one stops, so a claim deleted then is cleaned up at once.
+# Both run with host networking here, where pods have a network each: the
+# standby's --listen gets the next port, its only change from the manifest.
+test_upgrade_hands_over_to_the_new_pod() {
+  local dep ns sa sa_dir cns uid dir port args=()
   kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null 2>&1 || fail "kubectl apply -k deploy/pvc failed"
   dep=$(deployment_of pvc)
   ns=$(pod_namespace "$dep")
   sa=$(pod_account "$dep")
-  [[ $(jq -r '.spec.strategy.type' <<<"$dep") == Recreate ]] || fail "the Deployment's strategy is not Recreate"
+  [[ $(jq -r '.spec.strategy.type' <<<"$dep") == RollingUpdate ]] || fail "the Deployment's strategy is not RollingUpdate"
+  pod_args "$dep" | grep -qx -- --leader-elect || fail "the Deployment's runner does not elect a leader"
   sa_dir=$CLUSTER_DIR/sa-upgrade
   write_sa_dir "$sa_dir" "$ns" "$(bound_token "$ns" "$sa" token-upgrade)"
   cns=$(new_namespace upgrade)
@@ -389,18 +403,19 @@ test_upgrade_gap_loses_no_cleanup() {
   dir=$CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_kept
   wait_until 60 bound "$cns" kept || fail "the claim never became Bound"
   [[ -d $dir ]] || fail "no volume directory $dir"
+  port=$(listen_port "$dep")
+  mapfile -t args < <(pod_args "$dep" | sed "s/^--listen=.*/--listen=:$((port + 1))/")
+  run_pod new "$dep" "$sa_dir" "${args[@]}"
+  wait_for_log new ' INFO standing by: ' 60 || fail "the new pod did not stand by while the old one led"
+  wait_until 30 probe_ok "$((port + 1))" /readyz || fail "the standby's /readyz never answered 200"
   operator_stop old || fail "the old runner did not stop cleanly on SIGTERM"
   kubectl -n "$cns" delete pvc kept --wait=false >/dev/null
-  sleep 2
-  kubectl -n "$cns" get pvc kept >/dev/null 2>&1 || fail "the claim went while no runner ran: its volume leaks"
-  run_pod new "$dep" "$sa_dir"
   wait_until 60 gone "$cns" pvc kept || fail "the new runner did not finish the claim's deletion"
   wait_until 30 pv_gone "pvc-$uid" || fail "the new runner did not delete the PersistentVolume"
   [[ ! -e $dir ]] || fail "the new runner did not remove the volume directory"
+  ! log_has new ' ERROR ' || fail "the new runner logged errors"
 }
 
-# Without -n and -A the runner watches its service account's namespace, and a
-# hook's kubectl defaults to it too.
 test_service_account_namespace_is_the_default() {
   local dep ns sa sa_dir out
   kubectl apply -k "$REPO_ROOT/deploy/pvc" >/dev/null || fail "kubectl apply -k deploy/pvc failed"
@@ -442,7 +457,8 @@ test_accounts_hold_only_what_their_hooks_use() {
   expect_can "$pvc" "watch persistentvolumeclaims -A" "patch persistentvolumeclaims -n default" \
     "create persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
     "create events -n default" "update events -n default" "create jobs.batch -n $jobs" \
-    "watch jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs"
+    "watch jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs" \
+    "update leases.coordination.k8s.io -n operator-pvc"
   expect_cannot "$pvc" "get secrets -n operator-pvc" "list secrets -A" "get configmaps -n operator-pvc" \
     "create jobs.batch -n default" "create jobs.batch -n operator-pvc" "create pods -n $jobs" \
     "list pods -A" "delete persistentvolumeclaims -n default" "update persistentvolumes" \
@@ -450,13 +466,14 @@ test_accounts_hold_only_what_their_hooks_use() {
     "create storageclasses" "delete events -n default" "patch jobs.batch -n $jobs" \
     "create serviceaccounts --subresource=token -n operator-pvc" "create deployments.apps -n operator-pvc" \
     "create rolebindings.rbac.authorization.k8s.io -n $jobs" "escalate clusterroles.rbac.authorization.k8s.io" \
-    "impersonate serviceaccounts" "list ephemeralvolumeclaims.zalando.org -A"
+    "impersonate serviceaccounts" "list ephemeralvolumeclaims.zalando.org -A" \
+    "update leases.coordination.k8s.io -n default" "delete leases.coordination.k8s.io -n operator-pvc"
   expect_can "$evc" "watch ephemeralvolumeclaims.zalando.org -A" "delete ephemeralvolumeclaims.zalando.org -n default" \
     "patch ephemeralvolumeclaims.zalando.org --subresource=status -n default" \
     "get ephemeralvolumeclaims.zalando.org --subresource=status -n default" "create persistentvolumeclaims -n default" \
     "delete persistentvolumeclaims -n default" "list persistentvolumeclaims -n default" \
     "update ephemeralvolumeclaims.zalando.org --subresource=status -n default" "list pods -n default" \
-    "create events -n default"
+    "create events -n default" "update leases.coordination.k8s.io -n operator-evc"
   expect_cannot "$evc" "get secrets -n operator-evc" "list secrets -A" "get configmaps -n default" \
     "patch ephemeralvolumeclaims.zalando.org -n default" "create ephemeralvolumeclaims.zalando.org -n default" \
     "watch persistentvolumeclaims -A" "update ephemeralvolumeclaims.zalando.org -n default" "get persistentvolumes" "create persistentvolumes" "get pods -n default" \
