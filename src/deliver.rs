@@ -40,7 +40,9 @@ pub enum Delivered {
     /// The hook succeeded, or there is no hook for this event.
     Done,
     /// The hook failed for good (permanent status or retries exhausted), or could not be run.
-    Failed,
+    /// The status is the last failed run's as a shell reports it (128 + signal when
+    /// killed); None when it timed out, could not start, or the event could not be used.
+    Failed(Option<i32>),
     /// Shutdown came first: the event was not handled.
     Interrupted,
 }
@@ -153,7 +155,7 @@ impl Deliverer {
         for e in &problems {
             tracing::error!("{e} (for {} of {}: skipped, the other handlers run)", ev.kind.as_str(), ev.key);
         }
-        let mut result = if problems.is_empty() { Delivered::Done } else { Delivered::Failed };
+        let mut result = if problems.is_empty() { Delivered::Done } else { Delivered::Failed(None) };
         if handlers.is_empty() && fields.is_empty() {
             if problems.is_empty() {
                 tracing::debug!("No event handler exists for event {}. Ignoring.", ev.kind.as_str());
@@ -161,7 +163,7 @@ impl Deliverer {
             self.remember(ev);
             return result;
         }
-        let Some(object) = parse(ev, &ev.object, "") else { return Delivered::Failed };
+        let Some(object) = parse(ev, &ev.object, "") else { return Delivered::Failed(None) };
         let why = format!("a handler of {}", ev.kind.as_str());
         let mut runs: Vec<Run> = handlers.into_iter().map(|h| Run::of(h, why.clone())).collect();
         runs.extend(self.field_runs(ev, fields, old.as_deref(), &object));
@@ -239,12 +241,12 @@ impl Deliverer {
 
     /// Flattens once, writes the event files once, then runs each handler in order.
     async fn run_all(&self, ev: &ObjectEvent, object: &Value, old: Option<&str>, runs: Vec<Run>) -> Delivered {
-        let Some(flat) = self.flatten(ev, object) else { return Delivered::Failed };
+        let Some(flat) = self.flatten(ev, object) else { return Delivered::Failed(None) };
         let files = match self.write_files(ev, old) {
             Ok(files) => files,
             Err(e) => {
                 tracing::error!("cannot write the event file for {}: {e}", ev.key);
-                return Delivered::Failed;
+                return Delivered::Failed(None);
             }
         };
         let reserve: usize = files.iter().map(|(k, v)| env_bytes_of(k, v)).sum::<usize>()
@@ -283,7 +285,7 @@ impl Deliverer {
             let cmd = self.env.command(run.handler.path, vars.clone(), extra);
             match self.run_with_retries(&cmd, &run.handler.name, ev, object).await {
                 Ran::Succeeded => {}
-                Ran::Failed => result = Delivered::Failed,
+                Ran::Failed(status) => result = Delivered::Failed(status),
                 Ran::Interrupted => return Delivered::Interrupted,
                 Ran::Stopped => {
                     if i + 1 < total {
@@ -295,7 +297,7 @@ impl Deliverer {
                             ev.kind.as_str()
                         );
                     }
-                    return Delivered::Failed;
+                    return Delivered::Failed(None);
                 }
             }
         }
@@ -377,7 +379,7 @@ impl Deliverer {
                 let why = if permanent { "not retried" } else { "no retries left" };
                 tracing::error!("{what}; {why}");
                 self.report(object, &format!("{what}; {why}")).await;
-                return if stop { Ran::Stopped } else { Ran::Failed };
+                return if stop { Ran::Stopped } else { Ran::Failed(shell_status(&outcome)) };
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
             crate::metrics::hook_retry(name);
@@ -451,8 +453,8 @@ impl Deliverer {
 /// How one handler's runs ended.
 enum Ran {
     Succeeded,
-    /// Failed for good; the event's other handlers still run.
-    Failed,
+    /// Failed for good, with its status as a shell reports it; the event's other handlers still run.
+    Failed(Option<i32>),
     /// Exited with 100: the event's remaining handlers are not run.
     Stopped,
     Interrupted,
@@ -499,6 +501,15 @@ fn millis(d: Duration) -> String {
 /// Bytes a `NAME=value` variable takes in the environment block.
 fn env_bytes_of(name: &OsString, value: &OsString) -> usize {
     name.len() + value.len() + 2 + 8
+}
+
+/// A failed run's exit status as a shell reports it: the code, or 128 + the signal.
+fn shell_status(outcome: &Outcome) -> Option<i32> {
+    match outcome {
+        Outcome::Failed(code) => Some(*code),
+        Outcome::Killed(signal) => Some(128 + signal),
+        _ => None,
+    }
 }
 
 /// Exponential backoff with jitter: between half and all of min·2^attempt, capped at max.
@@ -601,7 +612,7 @@ mod tests {
         let f = Fixture::new();
         f.hook("modified", "echo first >> \"$LOG\"; exit 100");
         f.hook("modified.d/x", "echo never >> \"$LOG\"");
-        assert_eq!(f.deliver(EventType::Modified, "{}").await, Delivered::Failed);
+        assert!(matches!(f.deliver(EventType::Modified, "{}").await, Delivered::Failed(_)));
         assert_eq!(f.log(), ["first"]);
     }
 
@@ -610,7 +621,7 @@ mod tests {
         let f = Fixture::new();
         f.hook("added.d/1", "echo one >> \"$LOG\"; exit 1");
         f.hook("added.d/2", "echo two >> \"$LOG\"");
-        assert_eq!(f.deliver(EventType::Added, "{}").await, Delivered::Failed);
+        assert!(matches!(f.deliver(EventType::Added, "{}").await, Delivered::Failed(_)));
         assert_eq!(f.log(), ["one", "one", "one", "one", "two"]);
     }
 
@@ -655,5 +666,12 @@ mod tests {
         f.deliver(EventType::Modified, r#"{"a":"2"}"#).await;
         f.deliver(EventType::Sync, r#"{"a":"3"}"#).await;
         assert_eq!(f.log(), [r#"data.a null "1""#, "modified", r#"data.a "1" "2""#]);
+    }
+
+    #[test]
+    fn a_failed_run_reports_its_status_as_a_shell_would() {
+        assert_eq!(shell_status(&Outcome::Failed(7)), Some(7));
+        assert_eq!(shell_status(&Outcome::Killed(9)), Some(137));
+        assert_eq!(shell_status(&Outcome::TimedOut), None);
     }
 }

@@ -102,7 +102,8 @@ async fn deliver(cfg: &Config, ev: &ObjectEvent) -> Result<u8, ReplayError> {
     signals.abort();
     Ok(match delivered {
         Delivered::Done => 0,
-        Delivered::Failed => 1,
+        // The hook's own status; 1 when it has none (timed out, not started).
+        Delivered::Failed(status) => status.and_then(|s| u8::try_from(s).ok()).filter(|s| *s != 0).unwrap_or(1),
         Delivered::Interrupted => INTERRUPTED,
     })
 }

@@ -165,6 +165,30 @@ fn replay_of_a_recorded_event_gives_the_hook_byte_identical_variables_and_event_
 }
 
 #[test]
+fn replay_gives_the_old_object_to_the_hook_and_its_field_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Recorder::new(&[]);
+    rec.hook("modified", "#!/bin/sh\ncp \"$EVENT_OLD_FILE\" \"$RECORD_DIR/old.json\"\n");
+    std::fs::create_dir(rec.hooks.path().join("field")).unwrap();
+    rec.hook("field/data.a", "#!/bin/sh\necho \"$EVENT_FIELD_OLD -> $EVENT_FIELD_NEW\" > \"$RECORD_DIR/field\"\n");
+    let (event, old) = (dir.path().join("ev.json"), dir.path().join("old.json"));
+    let object =
+        |a: &str| format!(r#"{{"kind":"ConfigMap","metadata":{{"name":"c","namespace":"n"}},"data":{{"a":"{a}"}}}}"#);
+    std::fs::write(&event, format!(r#"{{"type":"MODIFIED","object":{}}}"#, object("2"))).unwrap();
+    std::fs::write(&old, object("1")).unwrap();
+    let hooks = rec.hooks.path().display().to_string();
+    let env = format!("RECORD_DIR={}", rec.out.path().display());
+    let args = ["replay", "-h", &hooks, "-E", &env, "--old", &old.display().to_string(), &event.display().to_string()];
+    let out = run(&args, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rec.out.path().join("old.json")).unwrap()).unwrap();
+    assert_eq!(got["data"]["a"], "1", "EVENT_OLD_FILE is the --old object");
+    let field = std::fs::read_to_string(rec.out.path().join("field")).unwrap();
+    assert_eq!(field.trim(), r#""1" -> "2""#, "the field hook compares with the --old object");
+}
+
+#[test]
 fn replay_runs_the_hook_of_type_and_fails_when_the_hook_fails() {
     let dir = tempfile::tempdir().unwrap();
     let rec = Recorder::new(&[]);
@@ -175,7 +199,7 @@ fn replay_runs_the_hook_of_type_and_fails_when_the_hook_fails() {
     let out = run(&["replay", "-h", &hooks, "--type", "SYNC", &event.display().to_string()], b"");
     let log = text(&out.stderr);
     assert!(log.contains("INFO [sync n/a] sync for a"), "the hook's output is tagged as the runner tags it: {log}");
-    assert!(!out.status.success(), "the hook failed, so replay fails: {log}");
+    assert_eq!(out.status.code(), Some(7), "replay exits with the hook's status: {log}");
     let out = run(&["replay", "-h", &hooks, "--type", "BOOKMARK", &event.display().to_string()], b"");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("--type"), "{}", text(&out.stderr));
