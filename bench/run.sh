@@ -14,7 +14,7 @@
 # About 10 minutes on 2 cores once built for the first part (575 s measured;
 # a cold build adds about 10), plus about 5 per round of pvc and evc.
 #
-# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k,pvc,evc (default:
+# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k,pvc,evc,listen,handover (default:
 #                all); a subset writes its table into the work directory, not RESULTS.md
 # --keep         keep the work directory (logs, hook outputs) and print its path
 # Env: KOPF_VENV (default /tmp/kopf-venv), BENCH_WORK (default: a new mktemp -d),
@@ -23,7 +23,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-ALL_PHASES=latency,mem1k,throughput,mem10k,mem50k,pvc,evc
+ALL_PHASES=latency,mem1k,throughput,mem10k,mem50k,pvc,evc,listen,handover
 PHASES=$ALL_PHASES
 ROUNDS=${BENCH_ROUNDS:-2}
 KEEP=0
@@ -96,7 +96,7 @@ kopf_venv() {
 }
 
 # The phases of e2e.py (one control plane) and of scale.py (one each), in run order.
-E2E_PHASES=$(tr , '\n' <<<"$PHASES" | grep -vx -e pvc -e evc | paste -sd, || true)
+E2E_PHASES=$(tr , '\n' <<<"$PHASES" | grep -vx -e pvc -e evc -e listen -e handover | paste -sd, || true)
 SCALE_PHASES=$(tr , '\n' <<<"$PHASES" | grep -x -e pvc -e evc | paste -sd' ' || true)
 
 # scale PHASE: one phase of bench/scale.py on a control plane of its own (pvc with the
@@ -153,6 +153,17 @@ fi
 
 for phase in $SCALE_PHASES; do
   scale "$phase"
+done
+# Issue 11: the cost of --listen (metrics scraped every second) and the hand-over
+# times of --leader-elect; each script starts a control plane of its own, and its
+# summary goes into the table's description of the run.
+for phase in listen handover; do
+  grep -qx "$phase" <<<"${PHASES//,/$'\n'}" || continue
+  say "$phase"
+  script=$HERE/listen_cost.sh
+  [[ $phase == listen ]] || script=$HERE/handover.sh
+  OPERATOR_BIN=$REPO/target/release/operator "$script" >"$WORK/$phase.txt" 2>"$WORK/$phase.log"
+  { echo "$phase (bench/${script##*/}):"; tail -n 4 "$WORK/$phase.txt" | sed 's/^/  /'; } >>"$WORK/machine.txt"
 done
 # The load at the end includes the benchmark's own processes (cluster, tools, hooks).
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg) (run took $((SECONDS - START)) s)" >>"$WORK/machine.txt"
