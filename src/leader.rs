@@ -276,13 +276,7 @@ impl Election {
         spec.renew_time = Some(now);
         let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
         annotations.insert(PRIORITY_ANNOTATION.into(), self.priority.to_string());
-        let mine = annotations
-            .get(CLAIM_ANNOTATION)
-            .and_then(|t| serde_json::from_str::<Claim>(t).ok())
-            .is_some_and(|c| c.identity == self.identity);
-        if mine {
-            annotations.remove(CLAIM_ANNOTATION);
-        }
+        drop_own_claim(annotations, &self.identity);
         lease
     }
 
@@ -419,17 +413,24 @@ impl Election {
         let attempt = async {
             let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
             let annotations = lease.metadata.annotations.get_or_insert_with(Default::default);
-            let mine = annotations
-                .get(CLAIM_ANNOTATION)
-                .and_then(|t| serde_json::from_str::<Claim>(t).ok())
-                .is_some_and(|c| c.identity == self.identity);
-            if mine {
-                annotations.remove(CLAIM_ANNOTATION);
+            if drop_own_claim(annotations, &self.identity) {
                 let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
             }
         };
         let _ = tokio::time::timeout(self.timing.retry_period, attempt).await;
     }
+}
+
+/// Removes the takeover claim if `identity` made it; whether it did.
+fn drop_own_claim(annotations: &mut std::collections::BTreeMap<String, String>, identity: &str) -> bool {
+    let mine = annotations
+        .get(CLAIM_ANNOTATION)
+        .and_then(|t| serde_json::from_str::<Claim>(t).ok())
+        .is_some_and(|c| c.identity == identity);
+    if mine {
+        annotations.remove(CLAIM_ANNOTATION);
+    }
+    mine
 }
 
 #[derive(Debug, PartialEq, Eq)]

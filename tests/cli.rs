@@ -2,22 +2,13 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use support::OPERATOR;
 
 fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(OPERATOR)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+    let mut cmd = Command::new(OPERATOR);
+    cmd.args(args);
+    support::status_and_text(support::output_with_stdin(cmd, stdin.as_bytes()))
 }
 
 #[test]

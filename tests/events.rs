@@ -292,7 +292,6 @@ fn with_only_create_on_events_every_post_is_an_event_of_its_own() {
 /// Runs `adopt` from hooks/lib/children.sh on `stdin`, as a hook of the owner
 /// ns1/parent (uid u-1) would: (status, stdout, stderr).
 fn adopt(stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("event.json");
     std::fs::write(
@@ -301,19 +300,11 @@ fn adopt(stdin: &str) -> (i32, String, String) {
     )
     .unwrap();
     let lib = repo().join("hooks/lib/children.sh");
-    let mut child = Command::new("bash")
-        .args(["-c", "set -euo pipefail; source \"$1\"; adopt", "adopt", lib.to_str().unwrap()])
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "set -euo pipefail; source \"$1\"; adopt", "adopt", lib.to_str().unwrap()])
         .env("EVENT_FILE", &file)
-        .env("OPERATOR_BIN", support::OPERATOR)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+        .env("OPERATOR_BIN", support::OPERATOR);
+    support::status_and_text(support::output_with_stdin(cmd, stdin.as_bytes()))
 }
 
 #[test]

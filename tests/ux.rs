@@ -3,21 +3,14 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use support::{OPERATOR, Operator, Recorder, cluster, secs};
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(OPERATOR)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let mut cmd = Command::new(OPERATOR);
+    cmd.args(args);
+    support::output_with_stdin(cmd, stdin)
 }
 
 fn text(b: &[u8]) -> String {

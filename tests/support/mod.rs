@@ -12,6 +12,20 @@ use std::time::{Duration, Instant};
 
 pub const OPERATOR: &str = env!("CARGO_BIN_EXE_operator");
 
+/// Runs `cmd` with `stdin` written to it and its output captured.
+pub fn output_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// (status, stdout, stderr) as text; -1 for a process ended by a signal.
+pub fn status_and_text(out: Output) -> (i32, String, String) {
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
