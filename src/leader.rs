@@ -510,9 +510,11 @@ fn api_message(e: &kube::Error) -> String {
 }
 
 /// Host name and PID, as unique as the pod and readable in `kubectl get lease -o yaml`.
+/// `<host name>_<PID>_<random>`: two containers sharing a host name (host networking)
+/// both run as PID 1, so the host name and PID alone could name two instances alike.
 pub fn identity() -> String {
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown".into());
-    format!("{host}_{}", std::process::id())
+    format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>())
 }
 
 /// `operator-<resource>-<hooks dir name>`, as a valid Lease name: replicas of one
@@ -638,7 +640,9 @@ mod tests {
     }
 
     #[test]
-    fn identity_is_host_and_pid() {
-        assert!(identity().ends_with(&format!("_{}", std::process::id())));
+    fn identity_is_host_pid_and_a_random_part_so_two_pid_1_containers_differ() {
+        let (a, b) = (identity(), identity());
+        assert!(a.contains(&format!("_{}_", std::process::id())), "{a}");
+        assert_ne!(a, b);
     }
 }
