@@ -110,7 +110,7 @@ fn snapshot_runs_after_changes_with_every_object_and_gathers_a_burst_into_few_ru
         passes(&rec).iter().any(|p| p.contains(&"first".to_string()))
     });
     let before = passes(&rec).len();
-    create_many(&c, &ns.name, "burst", 40);
+    create_many(c, &ns.name, "burst", 40);
     op.wait_until("a snapshot with all 40 new ConfigMaps", secs(30), || {
         passes(&rec).last().is_some_and(|p| p.iter().filter(|n| n.starts_with("burst")).count() == 40)
     });
