@@ -38,8 +38,11 @@ snapshot_select() {
     || { log_error "pvc: cannot read the claims from EVENT_FILE"; exit 100; }
   mapfile -t lines <<<"$out"
   read -r total wanted <<<"${lines[0]}"
-  log_debug "pvc: snapshot of $total claims; $wanted need a volume"
-  ((wanted > 0)) || return 1
+  if ((wanted == 0)); then
+    log_debug "pvc: snapshot of $total claims; 0 need a volume"
+    return 1
+  fi
+  log_info "pvc: snapshot of $total claims; $wanted need a volume"
   CLAIMS_JSON=${lines[1]}
   NODES=("${lines[@]:2}")
 }
