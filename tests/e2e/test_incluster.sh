@@ -456,7 +456,7 @@ test_accounts_hold_only_what_their_hooks_use() {
   kubectl apply -k "$REPO_ROOT/deploy/evc" >/dev/null || fail "kubectl apply -k deploy/evc failed"
   local pvc=operator-pvc:operator evc=operator-evc:operator jobs=operator-pvc-jobs
   expect_can "$pvc" "watch persistentvolumeclaims -A" "patch persistentvolumeclaims -n default" \
-    "create persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
+    "create persistentvolumes" "list persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
     "create events -n default" "update events -n default" "create jobs.batch -n $jobs" \
     "watch jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs" \
     "update leases.coordination.k8s.io -n operator-pvc"
