@@ -435,8 +435,9 @@ test_many_claims_at_once_get_one_job_per_node_per_run() {
   [[ $seen == "$created" ]] || fail "$seen Jobs were seen but the log names $created"
   ((seen >= 3 && seen < 30)) || fail "$seen Jobs for 30 claims on 3 nodes: not batched"
   [[ $(most_jobs_per_node_and_run "$(operator_log many)") == 1 ]] || fail "a run started two Jobs on one node"
-  [[ $(kubectl get pv -o json | jq --arg ns "$ns" '[.items[] | select(.spec.claimRef.namespace == $ns)
-      | select(.spec.local.path | endswith("_\($ns)_" + .spec.claimRef.name))] | length') == 30 ]] \
+  [[ $(kubectl get pv -o json | jq --arg ns "$ns" --arg dir "$VOLUMES" '[.items[] | .spec
+      | select(.claimRef.namespace == $ns and .local.path == "\($dir)/pvc-\(.claimRef.uid)_\($ns)_\(.claimRef.name)")]
+      | length') == 30 ]] \
     || fail "not every claim has its own PV with its own directory"
   dir_exists kind-control-plane "$(dir_of "$ns" many-2 "$(claim_uid "$ns" many-2)")" \
     || fail "no directory on kind-control-plane for many-2"
