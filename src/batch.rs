@@ -1,13 +1,15 @@
-//! Batched sync: once per `--resync` pass, the `sync-all` hook runs once with every known object in one file.
+//! Batched hooks: `sync-all` once per `--resync` tick and `snapshot` after changes, each with every known object in one file.
 //!
 //! A per-object `sync` hook costs one process per object per period; a hook that
 //! reconciles a thousand objects wants them all at once, so that it lists their
 //! dependents once and writes in bulk (shell-operator's "snapshot" idea). The
-//! watch hands each pass to a [`Feed`]; one task runs the hook, one pass at a
-//! time. Passes that come while it runs are skipped: a slow hook never builds a
-//! backlog, and the next run gets state taken after this one's writes came back.
-//! Contract: docs/HOOKS.md, "sync-all: every object in one run".
+//! watch hands each pass to a [`Feed`]; one task runs the hooks, one pass at a
+//! time. Passes that come while it runs are merged into one: a slow hook never
+//! builds a backlog, and the next run gets state taken after this one's writes
+//! came back. Contract: docs/HOOKS.md, "sync-all and snapshot: every object in one run".
 
+use crate::config::RetryPolicy;
+use crate::deliver::{PERMANENT_FAILURE, backoff};
 use crate::event::ObjectEvent;
 use crate::hooks::HookDir;
 use crate::hooks::env::Environment;
@@ -17,12 +19,17 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The hook's file name in the hooks directory.
+/// The periodic hook's file name in the hooks directory.
 pub const HOOK: &str = "sync-all";
+/// The hook that runs after changes (and on every tick).
+pub const SNAPSHOT: &str = "snapshot";
+/// How long the watch gathers changes before it offers a snapshot: a burst of
+/// creations becomes one run, and a lone change waits no longer than this.
+pub const CHANGE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -34,15 +41,22 @@ pub enum BatchError {
     },
 }
 
-/// The objects of one pass (their JSON), in key order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The objects of one pass (their JSON), in key order, and what asked for it: a
+/// resync tick runs both hooks, a change only `snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Pass {
     pub objects: Vec<Arc<str>>,
+    pub tick: bool,
+    pub change: bool,
 }
 
 impl Pass {
     pub fn from_events(events: &[ObjectEvent]) -> Pass {
-        Pass { objects: events.iter().map(|e| e.object.clone()).collect() }
+        Pass { objects: events.iter().map(|e| e.object.clone()).collect(), tick: true, change: false }
+    }
+
+    pub fn changed(objects: Vec<Arc<str>>) -> Pass {
+        Pass { objects, tick: false, change: true }
     }
 
     /// `{"type":"SYNC","objects":[…]}`: the objects are already JSON, so they are joined, not re-encoded.
@@ -61,13 +75,28 @@ impl Pass {
     }
 }
 
-/// Where the watch hands over passes; the hook's task takes the newest one when it is idle.
-#[derive(Debug, Clone)]
-pub struct Feed(watch::Sender<Option<Arc<Pass>>>);
+/// Where the watch hands over passes; the hooks' task takes the newest one when it is idle.
+#[derive(Debug, Clone, Default)]
+pub struct Feed {
+    waiting: Arc<std::sync::Mutex<Option<Pass>>>,
+    wake: Arc<Notify>,
+}
 
 impl Feed {
-    pub fn offer(&self, pass: Pass) {
-        self.0.send_replace(Some(Arc::new(pass)));
+    /// The newest objects win; a waiting tick is not lost to a change that came after it.
+    pub fn offer(&self, mut pass: Pass) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = waiting.take() {
+            pass.tick |= w.tick;
+            pass.change |= w.change;
+        }
+        *waiting = Some(pass);
+        drop(waiting);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Option<Pass> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -80,16 +109,24 @@ pub fn tap(feed: &Option<Feed>, events: Vec<ObjectEvent>) -> Vec<ObjectEvent> {
     events
 }
 
-/// What a run of the hook needs; the same settings as every other hook.
+/// What a run of the hooks needs; the same settings as every other hook.
 #[derive(Debug, Clone)]
 pub struct Batcher {
     pub hooks: HookDir,
     pub env: Environment,
     pub limits: Limits,
+    pub retry: RetryPolicy,
     pub event_dir: PathBuf,
     /// Variable prefix (`EVENT`): the hook gets `<prefix>_TYPE=SYNC`.
     pub prefix: String,
     pub stop: CancellationToken,
+}
+
+/// A failed `snapshot` run waiting for its next attempt.
+struct Retry {
+    pass: Pass,
+    attempt: u32,
+    at: tokio::time::Instant,
 }
 
 impl Batcher {
@@ -98,67 +135,130 @@ impl Batcher {
             hooks: d.hooks.clone(),
             env: d.env.clone(),
             limits: d.limits,
+            retry: d.retry,
             event_dir: d.event_dir.clone(),
             prefix: prefix.to_string(),
             stop: d.stop.clone(),
         }
     }
 
-    /// Starts the task that runs the hook for each pass; it ends on `stop`, after a
+    /// Starts the task that runs the hooks for each pass; it ends on `stop`, after a
     /// running hook had its grace period (await the handle before removing event_dir).
     pub fn start(self) -> (Feed, JoinHandle<()>) {
-        let (tx, rx) = watch::channel(None);
-        (Feed(tx), tokio::spawn(self.serve(rx)))
+        let feed = Feed::default();
+        (feed.clone(), tokio::spawn(self.serve(feed)))
     }
 
-    async fn serve(self, mut rx: watch::Receiver<Option<Arc<Pass>>>) {
+    /// One pass at a time; a new pass replaces a pending retry, which starts the attempts over.
+    async fn serve(self, feed: Feed) {
         let mut runs: u64 = 0;
+        let mut retry: Option<Retry> = None;
         loop {
-            tokio::select! {
+            let at = retry.as_ref().map(|r| r.at);
+            let (pass, attempt) = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                changed = rx.changed() => if changed.is_err() { return },
-            }
-            let Some(pass) = rx.borrow_and_update().clone() else { continue };
+                _ = feed.wake.notified() => match feed.take() { Some(p) => (p, 0), None => continue },
+                _ = sleep_until(at), if at.is_some() => {
+                    let r = retry.take().expect("a retry is due");
+                    (r.pass, r.attempt)
+                }
+            };
             runs += 1;
-            self.run_pass(&pass, runs).await;
-            // Passes taken while the hook ran predate its writes: skip them.
-            if rx.has_changed().unwrap_or(false) {
-                rx.borrow_and_update();
-                tracing::debug!("hook {HOOK} ran longer than the resync period; a pass was skipped");
-            }
+            retry = self.run_pass(pass, attempt, runs).await;
         }
     }
 
-    /// Runs the hook once for `pass`. Failures are logged, not retried: the next pass
-    /// is the retry, with newer state.
-    pub async fn run_pass(&self, pass: &Pass, n: u64) -> Option<Outcome> {
-        let program = match self.hooks.find(HOOK) {
-            Ok(Some(p)) => p,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::error!("{e} (pass of {} objects skipped)", pass.objects.len());
-                return None;
-            }
-        };
-        let path = self.event_dir.join(format!("{HOOK}-{n}.json"));
+    /// Runs `snapshot` (for a change or a tick) and `sync-all` (for a tick) on one
+    /// event file; a failed `snapshot` comes back as the retry to schedule.
+    async fn run_pass(&self, pass: Pass, attempt: u32, n: u64) -> Option<Retry> {
+        let snapshot = self.program(SNAPSHOT, &pass);
+        let sync_all = if pass.tick { self.program(HOOK, &pass) } else { None };
+        if snapshot.is_none() && sync_all.is_none() {
+            return None;
+        }
+        let path = self.event_dir.join(format!("pass-{n}.json"));
         if let Err(e) = write_private(&path, &pass.event_text()) {
             tracing::error!("{e}");
             return None;
         }
-        let vars = vec![(format!("{}_TYPE", self.prefix).into(), "SYNC".into())];
-        let cmd = self.env.command(program, vars.into(), vec![("EVENT_FILE".into(), path.clone().into())]);
-        let started = Instant::now();
-        let outcome = spawn::run(&cmd, HOOK, self.limits, &self.stop).await;
+        let mut outcome = None;
+        if let Some(program) = snapshot {
+            outcome = Some(self.run_hook(SNAPSHOT, &program, &path, pass.objects.len()).await);
+        }
+        if let Some(program) = sync_all {
+            let o = self.run_hook(HOOK, &program, &path, pass.objects.len()).await;
+            report_sync_all(&o, pass.objects.len());
+        }
         let _ = std::fs::remove_file(&path);
-        report(&outcome, pass.objects.len(), started);
-        Some(outcome)
+        self.retry_after(outcome?, pass, attempt)
+    }
+
+    /// The hook's path, if the directory has it now (hooks may come and go).
+    fn program(&self, hook: &str, pass: &Pass) -> Option<PathBuf> {
+        match self.hooks.find(hook) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!("{e} (pass of {} objects skipped)", pass.objects.len());
+                None
+            }
+        }
+    }
+
+    /// Runs one batched hook on the pass's event file.
+    pub async fn run_hook(&self, hook: &str, program: &Path, path: &Path, objects: usize) -> Outcome {
+        let vars = vec![(format!("{}_TYPE", self.prefix).into(), "SYNC".into())];
+        let cmd = self.env.command(program.to_path_buf(), vars.into(), vec![("EVENT_FILE".into(), path.into())]);
+        let started = Instant::now();
+        let outcome = spawn::run(&cmd, hook, self.limits, &self.stop).await;
+        if matches!(outcome, Outcome::Succeeded) {
+            tracing::debug!("hook {hook} for {objects} objects took {:?}", started.elapsed());
+        }
+        outcome
+    }
+
+    /// What follows a `snapshot` run: nothing, or another attempt after the backoff.
+    fn retry_after(&self, outcome: Outcome, pass: Pass, attempt: u32) -> Option<Retry> {
+        let objects = pass.objects.len();
+        let what = outcome.describe();
+        match outcome {
+            Outcome::Succeeded | Outcome::Interrupted => None,
+            Outcome::NotStarted(_) | Outcome::Failed(PERMANENT_FAILURE) => {
+                tracing::error!(
+                    "hook {SNAPSHOT} for {objects} objects {what}; not retried, the next change runs it again"
+                );
+                None
+            }
+            _ if attempt + 1 >= self.retry.retries.max(1) => {
+                tracing::error!(
+                    "hook {SNAPSHOT} for {objects} objects {what}; gave up after {} attempts, the next change runs it again",
+                    attempt + 1
+                );
+                None
+            }
+            _ => {
+                let delay = backoff(&self.retry, attempt, rand::random::<f64>());
+                tracing::warn!(
+                    "hook {SNAPSHOT} for {objects} objects {what}; attempt {} of {}, retrying in {delay:?}",
+                    attempt + 1,
+                    self.retry.retries.max(1)
+                );
+                let pass = Pass { tick: false, change: true, ..pass };
+                Some(Retry { pass, attempt: attempt + 1, at: tokio::time::Instant::now() + delay })
+            }
+        }
     }
 }
 
-fn report(outcome: &Outcome, objects: usize, started: Instant) {
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn report_sync_all(outcome: &Outcome, objects: usize) {
     match outcome {
-        Outcome::Succeeded => tracing::debug!("hook {HOOK} for {objects} objects took {:?}", started.elapsed()),
-        Outcome::Interrupted => {}
+        Outcome::Succeeded | Outcome::Interrupted => {}
         other => tracing::error!(
             "hook {HOOK} for {objects} objects {}; not retried, the next pass runs it again",
             other.describe()
@@ -184,25 +284,55 @@ mod tests {
         ObjectEvent::new(EventType::Sync, key.into(), object.into())
     }
 
-    fn batcher(dir: &Path) -> Batcher {
+    fn batcher(dir: &Path, retries: u32) -> Batcher {
         let event_dir = dir.join("events");
         std::fs::create_dir(&event_dir).unwrap();
+        std::fs::create_dir_all(dir.join("hooks")).unwrap();
         Batcher {
             hooks: HookDir::new(&dir.join("hooks")),
             env: Environment::new(&Settings { arg_max: 2 * 1024 * 1024, log_level: 1, ..Settings::default() }),
             limits: Limits { timeout: Duration::from_secs(10), grace: Duration::from_secs(1) },
+            retry: RetryPolicy {
+                retries,
+                backoff_min: Duration::from_millis(100),
+                backoff_max: Duration::from_millis(200),
+            },
             event_dir,
             prefix: "EVENT".into(),
             stop: CancellationToken::new(),
         }
     }
 
-    /// A hooks directory whose sync-all copies its event file and environment to `out`.
-    fn hooks_dir(dir: &Path, body: &str) {
-        std::fs::create_dir(dir.join("hooks")).unwrap();
-        let path = dir.join("hooks").join(HOOK);
+    /// Writes the hook `name` into the hooks directory.
+    fn hook(dir: &Path, name: &str, body: &str) {
+        let path = dir.join("hooks").join(name);
         std::fs::write(&path, body).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A hook that appends its name and the number of commas in its event file to `log`, then exits `status`.
+    fn counting(log: &Path, name: &str, status: i32) -> String {
+        format!(
+            "#!/bin/sh\nprintf '%s %s\\n' {name} \"$(tr -cd , < \"$EVENT_FILE\" | wc -c)\" >> '{}'\nexit {status}\n",
+            log.display()
+        )
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    fn pass(n: usize, tick: bool) -> Pass {
+        Pass { objects: (0..n).map(|i| Arc::from(i.to_string())).collect(), tick, change: !tick }
+    }
+
+    /// Runs the batcher while `drive` offers passes, then stops it.
+    async fn serve(b: Batcher, drive: impl AsyncFnOnce(&Feed)) {
+        let stop = b.stop.clone();
+        let (feed, task) = b.start();
+        drive(&feed).await;
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]
@@ -214,79 +344,133 @@ mod tests {
 
     #[test]
     fn an_empty_pass_is_an_empty_list() {
-        let value: serde_json::Value = serde_json::from_str(&Pass { objects: vec![] }.event_text()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&Pass::default().event_text()).unwrap();
         assert_eq!(value["objects"], serde_json::json!([]));
     }
 
     #[test]
     fn tap_passes_the_events_through_and_feeds_the_newest_pass_only() {
-        let (tx, rx) = watch::channel(None);
-        let feed = Some(Feed(tx));
+        let feed = Some(Feed::default());
         let first = tap(&feed, vec![sync_event("ns/a", "1")]);
         assert_eq!(first.len(), 1);
         tap(&feed, vec![sync_event("ns/a", "2"), sync_event("ns/b", "3")]);
-        let waiting = rx.borrow().clone().unwrap();
+        let waiting = feed.as_ref().unwrap().take().unwrap();
         assert_eq!(waiting.objects, vec![Arc::<str>::from("2"), Arc::from("3")]);
+        assert!(waiting.tick && !waiting.change);
         assert_eq!(tap(&None, first.clone()), first, "no feed: the events are untouched");
     }
 
+    #[test]
+    fn a_change_offered_after_a_tick_keeps_the_tick_and_the_newest_objects() {
+        let feed = Feed::default();
+        feed.offer(pass(1, true));
+        feed.offer(Pass::changed(vec![Arc::from("x")]));
+        let waiting = feed.take().unwrap();
+        assert_eq!((waiting.tick, waiting.change, waiting.objects.len()), (true, true, 1));
+        assert!(feed.take().is_none(), "taken passes are gone");
+    }
+
     #[tokio::test]
-    async fn the_hook_gets_the_objects_in_event_file_and_event_type_sync() {
+    async fn a_hook_gets_the_objects_in_event_file_and_event_type_sync() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        hooks_dir(
+        let b = batcher(dir.path(), 1);
+        hook(
             dir.path(),
+            SNAPSHOT,
             &format!("#!/bin/sh\ncp \"$EVENT_FILE\" '{0}.json'\necho \"$EVENT_TYPE\" > '{0}.type'\n", out.display()),
         );
-        let b = batcher(dir.path());
-        let pass = Pass::from_events(&[sync_event("ns/a", r#"{"n":"a"}"#)]);
-        assert!(matches!(b.run_pass(&pass, 1).await, Some(Outcome::Succeeded)));
-        assert_eq!(std::fs::read_to_string(out.with_extension("json")).unwrap(), pass.event_text());
+        let p = Pass::from_events(&[sync_event("ns/a", r#"{"n":"a"}"#)]);
+        let text = p.event_text();
+        assert!(b.run_pass(p, 0, 1).await.is_none());
+        assert_eq!(std::fs::read_to_string(out.with_extension("json")).unwrap(), text);
         assert_eq!(std::fs::read_to_string(out.with_extension("type")).unwrap(), "SYNC\n");
         assert_eq!(std::fs::read_dir(&b.event_dir).unwrap().count(), 0, "the event file is removed after the run");
     }
 
     #[tokio::test]
-    async fn without_the_hook_nothing_runs() {
+    async fn a_tick_runs_snapshot_and_sync_all_and_a_change_runs_snapshot_only() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("hooks")).unwrap();
-        let b = batcher(dir.path());
-        assert!(b.run_pass(&Pass { objects: vec![] }, 1).await.is_none());
+        let log = dir.path().join("runs");
+        let b = batcher(dir.path(), 1);
+        hook(dir.path(), SNAPSHOT, &counting(&log, SNAPSHOT, 0));
+        hook(dir.path(), HOOK, &counting(&log, HOOK, 0));
+        b.run_pass(pass(2, true), 0, 1).await;
+        b.run_pass(pass(3, false), 0, 2).await;
+        assert_eq!(lines(&log), ["snapshot 2", "sync-all 2", "snapshot 3"]);
     }
 
     #[tokio::test]
-    async fn a_failing_hook_is_reported_with_its_status() {
+    async fn without_the_hooks_nothing_runs_and_no_file_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        hooks_dir(dir.path(), "#!/bin/sh\nexit 3\n");
-        let b = batcher(dir.path());
-        assert!(matches!(b.run_pass(&Pass { objects: vec![] }, 1).await, Some(Outcome::Failed(3))));
+        let b = batcher(dir.path(), 1);
+        assert!(b.run_pass(pass(1, true), 0, 1).await.is_none());
+        assert_eq!(std::fs::read_dir(&b.event_dir).unwrap().count(), 0);
     }
 
     #[tokio::test]
-    async fn passes_offered_while_the_hook_runs_are_skipped_and_the_next_one_runs() {
+    async fn passes_offered_while_a_hook_runs_become_one_run_with_the_newest_objects() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("runs");
-        // Each run appends how many objects it got, slowly enough for passes to pile up.
-        hooks_dir(
-            dir.path(),
-            &format!("#!/bin/sh\ntr -cd , < \"$EVENT_FILE\" | wc -c >> '{}'\nsleep 0.4\n", out.display()),
-        );
-        let b = batcher(dir.path());
-        let stop = b.stop.clone();
-        let (feed, task) = b.start();
-        let pass = |n: usize| Pass { objects: (0..n).map(|i| Arc::from(i.to_string())).collect() };
-        feed.offer(pass(1));
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        for n in 2..=5 {
-            feed.offer(pass(n));
-        }
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        feed.offer(pass(7));
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        stop.cancel();
-        task.await.unwrap();
-        let runs: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(|l| l.trim().to_string()).collect();
-        // Commas: one after "type", one between objects: 1 for one object, 7 for seven.
-        assert_eq!(runs, vec!["1", "7"], "the four passes offered during the first run were skipped");
+        let log = dir.path().join("runs");
+        let b = batcher(dir.path(), 1);
+        hook(dir.path(), SNAPSHOT, &format!("{}sleep 0.4\n", counting(&log, SNAPSHOT, 0).replace("exit 0\n", "")));
+        serve(b, async |feed: &Feed| {
+            feed.offer(pass(1, false));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            for n in 2..=5 {
+                feed.offer(pass(n, false));
+            }
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+        })
+        .await;
+        // Commas: one after "type", one between objects: 1 for one object, 5 for five.
+        assert_eq!(lines(&log), ["snapshot 1", "snapshot 5"], "the four passes offered during the first run were one");
+    }
+
+    #[tokio::test]
+    async fn a_failing_snapshot_is_retried_with_backoff_up_to_the_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs");
+        let b = batcher(dir.path(), 3);
+        hook(dir.path(), SNAPSHOT, &counting(&log, SNAPSHOT, 1));
+        serve(b, async |feed: &Feed| {
+            feed.offer(pass(2, false));
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        })
+        .await;
+        assert_eq!(lines(&log), ["snapshot 2"; 3], "three attempts, then it waits for the next change");
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_and_a_failing_sync_all_are_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs");
+        let b = batcher(dir.path(), 3);
+        hook(dir.path(), SNAPSHOT, &counting(&log, SNAPSHOT, PERMANENT_FAILURE));
+        hook(dir.path(), HOOK, &counting(&log, HOOK, 1));
+        serve(b, async |feed: &Feed| {
+            feed.offer(pass(1, true));
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        })
+        .await;
+        assert_eq!(lines(&log), ["snapshot 1", "sync-all 1"]);
+    }
+
+    #[tokio::test]
+    async fn a_change_during_the_backoff_runs_at_once_with_its_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs");
+        let mut b = batcher(dir.path(), 5);
+        b.retry.backoff_min = Duration::from_secs(30);
+        b.retry.backoff_max = Duration::from_secs(30);
+        hook(dir.path(), SNAPSHOT, &counting(&log, SNAPSHOT, 1));
+        serve(b, async |feed: &Feed| {
+            feed.offer(pass(1, false));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            feed.offer(pass(3, false));
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        })
+        .await;
+        assert_eq!(lines(&log), ["snapshot 1", "snapshot 3"]);
     }
 }

@@ -120,9 +120,9 @@ async fn serve(
         namespaced: r.namespaced,
         name,
     });
-    // Batched sync (src/batch.rs): its own task, so it holds no worker.
+    // Batched hooks (src/batch.rs): their own task, so they hold no worker.
     let (feed, batches) = crate::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
-    watch.batch = cfg.resync.map(|_| feed);
+    watch.batch = Some(feed);
     let deliverer = Arc::new(deliverer);
     deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
     let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);

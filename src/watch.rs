@@ -166,6 +166,13 @@ impl Tracker {
         }
     }
 
+    /// Every known object's JSON, in key order, for the snapshot hook.
+    pub fn objects(&self) -> Vec<Arc<str>> {
+        let mut keyed: Vec<_> = self.known.iter().collect();
+        keyed.sort_by(|a, b| a.0.cmp(b.0));
+        keyed.into_iter().map(|(_, k)| k.object.clone()).collect()
+    }
+
     /// Every known object again, for --resync.
     pub fn sync(&self) -> Vec<ObjectEvent> {
         let mut out: Vec<_> = self.known.iter().map(|(key, k)| event(EventType::Sync, key, &k.object)).collect();
@@ -236,7 +243,7 @@ pub struct Watch {
     /// --annotation-selector and --filter.
     pub filter: Arc<ObjectFilter>,
     pub ignore_status_changes: bool,
-    /// Batched sync (src/batch.rs): every resync pass also goes to the `sync-all` hook.
+    /// Batched hooks (src/batch.rs): resync passes and gathered changes go here.
     pub batch: Option<crate::batch::Feed>,
 }
 
@@ -278,16 +285,28 @@ impl Watch {
         let period = self.resync.unwrap_or(Duration::from_secs(3600 * 24 * 365));
         let mut resync = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut outage = false;
+        // When the changes gathered so far go to the snapshot hook (src/batch.rs).
+        let mut snapshot_at: Option<tokio::time::Instant> = None;
         loop {
             let events = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = resync.tick(), if self.resync.is_some() => crate::batch::tap(&self.batch, tracker.sync()),
+                _ = crate::batch::sleep_until(snapshot_at), if snapshot_at.is_some() => {
+                    snapshot_at = None;
+                    if let Some(feed) = &self.batch {
+                        feed.offer(crate::batch::Pass::changed(tracker.objects()));
+                    }
+                    continue;
+                }
                 item = stream.next() => match item {
                     None => return Ok(()),
                     Some(Err(e)) => { report_outage(&mut outage, &e); continue }
                     Some(Ok(ev)) => { report_recovery(&mut outage); self.on_event(&mut tracker, ev) }
                 },
             };
+            if snapshot_at.is_none() && self.batch.is_some() && events.iter().any(|e| e.kind != EventType::Sync) {
+                snapshot_at = Some(tokio::time::Instant::now() + crate::batch::CHANGE_DELAY);
+            }
             crate::metrics::objects(tracker.len());
             for mut ev in events {
                 crate::metrics::event(ev.kind.as_str());

@@ -4,12 +4,14 @@
 use super::env::HookCommand;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -86,55 +88,73 @@ pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &Cancella
     if ABORTED.load(Ordering::SeqCst) {
         return Outcome::Interrupted;
     }
-    let mut child = match start(cmd) {
-        Ok(child) => child,
+    let (mut child, output) = match start(cmd) {
+        Ok(started) => started,
         Err(e) => return Outcome::NotStarted(e),
     };
     tracing::debug!("[{label}] started {} (pid {})", cmd.program.display(), child.id().unwrap_or_default());
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let registered = Registered::new(pgid);
-    let out = tokio::spawn(forward(child.stdout.take(), label.to_string()));
-    let err = tokio::spawn(forward(child.stderr.take(), label.to_string()));
-    let outcome = supervise(&mut child, pgid, limits, stop).await;
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    // Output is read in this task, beside the wait: no task and no second pipe per hook.
+    let mut output = std::pin::pin!(forward(output, label));
+    let mut read_all = false;
+    let outcome = tokio::select! {
+        outcome = supervise(&mut child, pgid, deadline, limits.grace, stop) => outcome,
+        () = &mut output => {
+            read_all = true;
+            supervise(&mut child, pgid, deadline, limits.grace, stop).await
+        }
+    };
     drop(registered);
     if ABORTED.load(Ordering::SeqCst) {
         return Outcome::Interrupted;
     }
-    // Output written just before exit is still in the pipes; a background process that
-    // keeps them open must not hold the runner, hence the bound.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = out.await;
-        let _ = err.await;
-    })
-    .await;
+    // Output written just before exit is still in the pipe; a background process that
+    // keeps it open must not hold the runner, hence the bound.
+    if !read_all {
+        let _ = tokio::time::timeout(Duration::from_secs(2), output).await;
+    }
     outcome
 }
 
-fn start(cmd: &HookCommand) -> std::io::Result<Child> {
-    Command::new(&cmd.program)
+/// Starts the hook with stdout and stderr on one pipe: both are logged alike, and a
+/// pipe is an fd pair and an epoll registration per hook.
+fn start(cmd: &HookCommand) -> std::io::Result<(Child, Option<pipe::Receiver>)> {
+    let (reader, writer) = std::io::pipe()?;
+    let child = Command::new(&cmd.program)
         .env_clear()
         .envs(cmd.layers().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
         .process_group(0)
         .kill_on_drop(true)
-        .spawn()
+        .spawn()?;
+    // The Command (and the runner's copies of the write end) is gone: EOF comes when the hook's side closes.
+    let reader = OwnedFd::from(reader);
+    Ok((child, pipe::Receiver::from_owned_fd(reader).ok()))
 }
 
-async fn supervise(child: &mut Child, pgid: Option<Pid>, limits: Limits, stop: &CancellationToken) -> Outcome {
+async fn supervise(
+    child: &mut Child,
+    pgid: Option<Pid>,
+    deadline: tokio::time::Instant,
+    grace: Duration,
+    stop: &CancellationToken,
+) -> Outcome {
     tokio::select! {
         status = child.wait() => return status_outcome(status),
-        _ = tokio::time::sleep(limits.timeout) => {}
+        _ = tokio::time::sleep_until(deadline) => {}
         _ = stop.cancelled() => {
-            if let Ok(Ok(status)) = tokio::time::timeout(limits.grace, child.wait()).await {
+            if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
                 return status_outcome(Ok(status));
             }
-            end_group(child, pgid, limits.grace).await;
+            end_group(child, pgid, grace).await;
             return Outcome::Interrupted;
         }
     }
-    end_group(child, pgid, limits.grace).await;
+    end_group(child, pgid, grace).await;
     Outcome::TimedOut
 }
 
@@ -163,7 +183,7 @@ fn status_outcome(status: std::io::Result<ExitStatus>) -> Outcome {
 }
 
 /// Logs every line, whole; lines hooks/lib/log.sh formatted keep their level.
-async fn forward<R: AsyncRead + Unpin>(pipe: Option<R>, label: String) {
+async fn forward<R: AsyncRead + Unpin>(pipe: Option<R>, label: &str) {
     let Some(pipe) = pipe else { return };
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
@@ -173,7 +193,7 @@ async fn forward<R: AsyncRead + Unpin>(pipe: Option<R>, label: String) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);
-                log_line(&label, line.trim_end_matches(['\n', '\r']));
+                log_line(label, line.trim_end_matches(['\n', '\r']));
             }
         }
     }
