@@ -6,13 +6,21 @@
 release_claim() {
   claim_load
   release_wanted || return 0
-  local json
   release_wait_mkdir
+  release_found && return 0
+  release_orphan
+  # A snapshot run that took the claim just before it was deleted may have made
+  # its Job, or even its PV, while the orphan's Job ran (which takes seconds):
+  # look once more, and release what it made.
+  release_wait_mkdir
+  release_found || true
+}
+
+# Releases the claim's PV; false when there is none.
+release_found() {
+  local json
   json=$(pv_get) || claim_fail 1 VolumeCleanupFailed "could not read PersistentVolume $PV_NAME"
-  if [[ -z $json ]]; then
-    release_orphan
-    return 0
-  fi
+  [[ -n $json ]] || return 1
   if ! pv_is_ours "$json"; then
     log_warning "pvc: PersistentVolume $PV_NAME was not made for claim $CLAIM_REF; leaving it"
     return 0
