@@ -266,6 +266,32 @@ test_failing_job_warns_makes_no_volume_and_is_retried() {
   dir_exists kind-worker "$dir" || fail "the retry did not create $dir"
 }
 
+# Two claims in one Job, one of whose directories cannot be made: the other one
+# still gets its volume in the same run, and only the blocked one fails.
+test_one_blocked_directory_does_not_hold_back_its_batch() {
+  local ns uid blocker ok_uid
+  setup_class
+  ns=$(new_namespace split)
+  claim "$ns" blocked "$(on_node kind-worker)"
+  claim "$ns" fine "$(on_node kind-worker)"
+  uid=$(claim_uid "$ns" blocked)
+  ok_uid=$(claim_uid "$ns" fine)
+  blocker=$(on_disk kind-worker "$(dir_of "$ns" blocked "$uid")")
+  mkdir -p "$(dirname "$blocker")"
+  echo "not a directory" >"$blocker"
+  # Both claims exist before the runner starts: its first run puts them in one Job.
+  pvc_operator split -n "$ns" -E "JOB_NAMESPACE=$ns" --retries 0
+  wait_for_log split "created Job $ns/pvc-mkdir-[-0-9a-f]+ on node kind-worker for 2 claim\\(s\\)" 60 \
+    || fail "the two claims were not put in one Job"
+  wait_until 60 bound "$ns" fine || fail "the claim beside the blocked one never became Bound"
+  dir_exists kind-worker "$(dir_of "$ns" fine "$ok_uid")" || fail "no directory for the fine claim"
+  wait_until 30 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -p -- .*\\) failed on node kind-worker" \
+    || fail "no ProvisioningFailed Event naming the blocked claim's own Job"
+  [[ -z $(hook_events "$ns" fine ProvisioningFailed) ]] || fail "the fine claim got a ProvisioningFailed Event"
+  pv_gone "pvc-$uid" || fail "a PV was created for the blocked claim"
+  [[ -f $blocker ]] || fail "the blocking file was replaced"
+}
+
 test_deleting_a_claim_that_never_got_its_volume_cleans_its_directory() {
   local ns uid blocker
   setup_class
