@@ -7,7 +7,7 @@
 //!   hook costs over `/bin/true` (the kernel runs /bin/sh for it).
 //! - `runner-like/...`: that hook started as src/hooks/spawn.rs starts hooks: an
 //!   explicit environment of ~120 variables (the pod fixture's 74 plus this
-//!   process's), stdout and stderr piped and read to EOF, own process group.
+//!   process's), stdout and stderr on one pipe read to EOF, own process group.
 //!
 //! Afterwards (not criterion): the start delay of a bash hook, from the spawn call
 //! to the hook's first line reading $EPOCHREALTIME, which the latency figure includes.
@@ -50,18 +50,18 @@ fn runner_env() -> Vec<(String, String)> {
 }
 
 fn run_runner_like(program: &Path, env: &[(String, String)]) {
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
     let mut child = Command::new(program)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.try_clone().expect("pipe"))
+        .stderr(writer)
         .process_group(0)
         .spawn()
         .expect("spawn");
     let mut sink = Vec::new();
-    child.stdout.take().expect("stdout").read_to_end(&mut sink).expect("read");
-    child.stderr.take().expect("stderr").read_to_end(&mut sink).expect("read");
+    reader.read_to_end(&mut sink).expect("read");
     assert!(child.wait().expect("wait").success());
 }
 

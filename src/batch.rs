@@ -80,9 +80,17 @@ impl Pass {
 pub struct Feed {
     waiting: Arc<std::sync::Mutex<Option<Pass>>>,
     wake: Arc<Notify>,
+    hooks: Option<HookDir>,
 }
 
 impl Feed {
+    /// Whether changes are wanted now: only a `snapshot` hook takes them, and a pass of
+    /// every object costs a sort of all keys, which a burst of thousands of events would
+    /// pay ten times a second for nothing.
+    pub fn wants_changes(&self) -> bool {
+        self.hooks.as_ref().is_none_or(|h| matches!(h.find(SNAPSHOT), Ok(Some(_))))
+    }
+
     /// The newest objects win; a waiting tick is not lost to a change that came after it.
     pub fn offer(&self, mut pass: Pass) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,7 +153,7 @@ impl Batcher {
     /// Starts the task that runs the hooks for each pass; it ends on `stop`, after a
     /// running hook had its grace period (await the handle before removing event_dir).
     pub fn start(self) -> (Feed, JoinHandle<()>) {
-        let feed = Feed::default();
+        let feed = Feed { hooks: Some(self.hooks.clone()), ..Feed::default() };
         (feed.clone(), tokio::spawn(self.serve(feed)))
     }
 

@@ -23,6 +23,7 @@ pub mod journal;
 pub mod leader;
 pub mod listen;
 pub mod log;
+pub mod malloc;
 pub mod metrics;
 pub mod owner_ref;
 pub mod queue;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::path::PathBuf;
 use tracing::{Event, Level, Subscriber};
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -22,13 +22,18 @@ pub enum LogError {
     },
 }
 
+/// Lines waiting for the log writer thread. tracing-appender's default (128,000) is a
+/// queue whose slots are all written when it is made: 4 MiB of memory from the start,
+/// a fifth of the runner's own. A writer that falls this far behind makes the logging
+/// thread wait (lossless), which only a stalled disk does.
+const QUEUED_LINES: usize = 8192;
+
 /// Installs the global subscriber. Keep the guard until exit: dropping it flushes the log.
 pub fn init(cfg: &LogConfig) -> Result<WorkerGuard, LogError> {
+    let builder = || NonBlockingBuilder::default().lossy(false).buffered_lines_limit(QUEUED_LINES);
     let (writer, guard) = match &cfg.file {
-        Some(path) => {
-            tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(open(path, cfg.reset)?)
-        }
-        None => tracing_appender::non_blocking::NonBlockingBuilder::default().lossy(false).finish(std::io::stderr()),
+        Some(path) => builder().finish(open(path, cfg.reset)?),
+        None => builder().finish(std::io::stderr()),
     };
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = filter(cfg.level, rust_log.as_deref())?;

@@ -1,7 +1,7 @@
 //! `operator`: parses the command line, runs, and maps every error to one exit status.
 
 use clap::Parser;
-use operator::{cli, completions, config, event_cmd, flatten, format, log, owner_ref, replay, run};
+use operator::{cli, completions, config, event_cmd, flatten, format, log, malloc, owner_ref, replay, run};
 use std::io::Read;
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,6 +75,7 @@ fn main() -> ExitCode {
 
 /// Logs, then runs; the log guard lives until the runtime is done, so nothing is lost.
 fn start(cfg: config::Config) -> Result<(), Error> {
+    malloc::tune();
     let guard = log::init(&cfg.log)?;
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     let result = runtime.block_on(run::run(cfg)).map_err(Error::from);

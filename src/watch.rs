@@ -169,7 +169,7 @@ impl Tracker {
     /// Every known object's JSON, in key order, for the snapshot hook.
     pub fn objects(&self) -> Vec<Arc<str>> {
         let mut keyed: Vec<_> = self.known.iter().collect();
-        keyed.sort_by(|a, b| a.0.cmp(b.0));
+        keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
         keyed.into_iter().map(|(_, k)| k.object.clone()).collect()
     }
 
@@ -293,7 +293,7 @@ impl Watch {
                 _ = resync.tick(), if self.resync.is_some() => crate::batch::tap(&self.batch, tracker.sync()),
                 _ = crate::batch::sleep_until(snapshot_at), if snapshot_at.is_some() => {
                     snapshot_at = None;
-                    if let Some(feed) = &self.batch {
+                    if let Some(feed) = self.batch.as_ref().filter(|f| f.wants_changes()) {
                         feed.offer(crate::batch::Pass::changed(tracker.objects()));
                     }
                     continue;

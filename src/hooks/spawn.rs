@@ -95,15 +95,15 @@ pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &Cancella
     tracing::debug!("[{label}] started {} (pid {})", cmd.program.display(), child.id().unwrap_or_default());
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let registered = Registered::new(pgid);
-    let deadline = tokio::time::Instant::now() + limits.timeout;
     // Output is read in this task, beside the wait: no task and no second pipe per hook.
     let mut output = std::pin::pin!(forward(output, label));
+    let mut supervised = std::pin::pin!(supervise(&mut child, pgid, limits, stop));
     let mut read_all = false;
     let outcome = tokio::select! {
-        outcome = supervise(&mut child, pgid, deadline, limits.grace, stop) => outcome,
+        outcome = &mut supervised => outcome,
         () = &mut output => {
             read_all = true;
-            supervise(&mut child, pgid, deadline, limits.grace, stop).await
+            supervised.await
         }
     };
     drop(registered);
@@ -136,16 +136,11 @@ fn start(cmd: &HookCommand) -> std::io::Result<(Child, Option<pipe::Receiver>)> 
     Ok((child, pipe::Receiver::from_owned_fd(reader).ok()))
 }
 
-async fn supervise(
-    child: &mut Child,
-    pgid: Option<Pid>,
-    deadline: tokio::time::Instant,
-    grace: Duration,
-    stop: &CancellationToken,
-) -> Outcome {
+async fn supervise(child: &mut Child, pgid: Option<Pid>, limits: Limits, stop: &CancellationToken) -> Outcome {
+    let grace = limits.grace;
     tokio::select! {
         status = child.wait() => return status_outcome(status),
-        _ = tokio::time::sleep_until(deadline) => {}
+        _ = tokio::time::sleep(limits.timeout) => {}
         _ = stop.cancelled() => {
             if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
                 return status_outcome(Ok(status));
@@ -255,6 +250,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
         panic!("the hook's child survived the timeout");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_hook_is_reported_as_timed_out_when_its_output_closes_as_it_ends() {
+        // SIGTERM ends `sleep`, which closes the output pipe while the runner waits for the exit.
+        for _ in 0..3 {
+            let (_d, cmd) = script("echo started; exec sleep 30");
+            assert!(matches!(run(&cmd, "t", limits(300), &CancellationToken::new()).await, Outcome::TimedOut));
+        }
     }
 
     #[tokio::test]
