@@ -5,7 +5,9 @@
 # what exists, one jq decides, one kubectl creates the Jobs (one per node), one
 # watch waits for them, one jq and one kubectl create the PVs, one deletes the Jobs.
 
-PVC_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The jq programs beside this file (no dirname process: see ../snapshot).
+PVC_LIB=${BASH_SOURCE[0]%/*}
+[[ $PVC_LIB != "${BASH_SOURCE[0]}" ]] || PVC_LIB=.
 # Set by snapshot_select: the claims that need a volume (JSON) and their valid nodes.
 CLAIMS_JSON=
 NODES=()
