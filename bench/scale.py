@@ -385,6 +385,7 @@ def main():
     ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
     ap.add_argument("--workers", type=int, help="pvc: --workers for the runner (default: its default)")
     ap.add_argument("--hooks", help="pvc: hooks directory (default: REPO/hooks/pvc)")
+    ap.add_argument("--pvc-timeout", type=int, default=300, help="pvc: seconds to poll for Bound claims")
     ap.add_argument("--runner-arg", action="append", default=[], help="pvc: one more runner argument")
     ap.add_argument("--first-round", type=int, default=0, help="number of the first round (names, namespaces)")
     args = ap.parse_args()
@@ -397,7 +398,7 @@ def main():
             results = json.load(f)
     for rnd in range(args.first_round, args.first_round + args.repeat):
         args.round = rnd
-        r = (pvc_phase(args, kube, claims=args.claims) if args.phase == "pvc"
+        r = (pvc_phase(args, kube, claims=args.claims, timeout=args.pvc_timeout) if args.phase == "pvc"
              else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))
         results.append(r)
         with open(args.out, "w") as f:
