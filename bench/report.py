@@ -205,6 +205,9 @@ def scale_rows(scale):
                        for x in pvc), "", "", "")
         add("load average before → after", " · ".join(f"{x['load_before']} → {x['load_after']}" for x in pvc),
             "", "", "")
+        if all("jobs" in x for x in pvc):
+            add("mkdir Jobs / snapshot runs that had claims to provision",
+                " · ".join(f"{x['jobs']} / {x['runs']}" for x in pvc), "", "", "")
     for x in more:
         done = f"{x['all_bound_s']:.1f} s" if x["all_bound_s"] is not None else f"{x['bound']} of {x['claims']}"
         add(f"with --workers {x['workers']}: all Bound / p50 / p99 / CPU runner, hooks, simulator",

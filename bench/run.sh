@@ -111,12 +111,6 @@ scale() {
   say "scale: $phase, $ROUNDS rounds"
   python3 "$HERE/scale.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
     --repo "$REPO" --work "$WORK/$phase" --out "$WORK/scale.json" --phase "$phase" --repeat "$ROUNDS"
-  if [[ $phase == pvc ]]; then
-    say "scale: pvc once more with --workers 32 (hooks/pvc/README.md's advice for big batches)"
-    python3 "$HERE/scale.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
-      --repo "$REPO" --work "$WORK/$phase" --out "$WORK/scale.json" --phase pvc --repeat 1 \
-      --first-round "$ROUNDS" --workers 32
-  fi
   stop_cluster
 }
 

@@ -7,9 +7,14 @@
 - pvc (cluster WITH the pod simulator, which acts out the Jobs): `operator -o pvc -n NS -h
   hooks/pvc` with --workers left at its default (a namespace per round); 200 claims of class local-storage are
   created at once (16 connections), spread over the three nodes. Per claim: creation
-  (the API's answer) -> first poll (every 0.25 s) that sees it Bound; all Bound; CPU of
-  the runner and of its hooks (their children included) from /proc, and of the pod
-  simulator (the cluster's own operator) over the same time.
+  (the API's answer) -> first poll (every 0.25 s) that sees it Bound; all Bound (all_bound_s:
+  from the first creation to the last claim seen Bound); CPU of the runner and of its hooks
+  (their children included) from /proc, and of the pod simulator (the cluster's own operator)
+  over the same time. From the runner's log: the mkdir Jobs the hooks created (jobs; the
+  snapshot hook makes one per node per run) and the snapshot runs that had claims to
+  provision (runs: its "need a volume" lines). --runner-arg adds runner arguments and
+  --hooks another hooks directory (e.g. a copy with `sync-all -> snapshot` and
+  `--runner-arg=--resync=2s` on a runner without the snapshot hook).
 - evc (cluster WITHOUT the simulator: pod phases are set through the API): 5,000 pods
   and 1,000 EVCs in one namespace, each EVC with its PVC and status.size as the added
   hook leaves them. A third of the claims have Running pods (InUse), a third Succeeded
@@ -137,7 +142,8 @@ def pvc_phase(args, kube, claims=200, timeout=300):
     ensure_namespace(kube, ns)
     sim = simulator_pid(args.cluster_dir)
     extra = ["--workers", str(args.workers)] if args.workers else []
-    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", os.path.join(args.repo, "hooks/pvc"), *extra],
+    hooks = args.hooks or os.path.join(args.repo, "hooks/pvc")
+    runner = Runner(args, ["-o", "pvc", "-n", ns, "-h", hooks, *extra, *args.runner_arg],
                     f"pvc-{args.round}")
     deadline = time.monotonic() + 60
     while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
@@ -184,6 +190,8 @@ def pvc_phase(args, kube, claims=200, timeout=300):
          "max_s": max(lat) if lat else None,
          "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1], "simulator_cpu_s": sim1 - sim0,
          "window_s": t_end - t_start, "hook_errors": text.count(" ERROR "),
+         "jobs": text.count(" INFO pvc: created Job ") - text.count("-rm on node "),
+         "runs": text.count(" need a volume"),
          "workers": args.workers or "default", "load_before": load0, "load_after": load1}
     log(f"pvc {json.dumps(r)}")
     return r
@@ -376,6 +384,9 @@ def main():
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--claims", type=int, default=200, help="pvc: claims created at once")
     ap.add_argument("--workers", type=int, help="pvc: --workers for the runner (default: its default)")
+    ap.add_argument("--hooks", help="pvc: hooks directory (default: REPO/hooks/pvc)")
+    ap.add_argument("--pvc-timeout", type=int, default=300, help="pvc: seconds to poll for Bound claims")
+    ap.add_argument("--runner-arg", action="append", default=[], help="pvc: one more runner argument")
     ap.add_argument("--first-round", type=int, default=0, help="number of the first round (names, namespaces)")
     args = ap.parse_args()
     args.cluster_dir = os.path.dirname(os.path.abspath(args.kubeconfig))
@@ -387,7 +398,7 @@ def main():
             results = json.load(f)
     for rnd in range(args.first_round, args.first_round + args.repeat):
         args.round = rnd
-        r = (pvc_phase(args, kube, claims=args.claims) if args.phase == "pvc"
+        r = (pvc_phase(args, kube, claims=args.claims, timeout=args.pvc_timeout) if args.phase == "pvc"
              else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))
         results.append(r)
         with open(args.out, "w") as f:

@@ -169,13 +169,14 @@ run_pod() {
   _LIB_OPERATORS+=("$name")
 }
 
-# first_hook NAME NS/OBJECT: waits for the runner to watch, then for the
-# first hook line about OBJECT; prints how long each took from `podman run`.
+# first_hook NAME TAG: waits for the runner to watch, then for the first hook
+# line tagged [TAG] ("added NS/OBJECT", or "snapshot" for the pvc hooks' batch
+# run); prints how long each took from `podman run`.
 first_hook() {
   local watching
   wait_for_log "$1" ' INFO watching ' 60 || fail "the runner never started watching"
   watching=$(ms_since "$START_US")
-  wait_for_log "$1" "\\[added $2\\]" 60 || fail "no hook ran for $2"
+  wait_for_log "$1" "\\[$2\\]" 60 || fail "no hook ran ($2)"
   echo "# $1: podman run to the runner watching: $watching ms, to the first hook line: $(ms_since "$START_US") ms" >&2
 }
 
@@ -269,7 +270,7 @@ test_image_runs_unprivileged_with_its_tools() {
   local out labels
   out=$(podman_ run --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --rm --network none --read-only --user 65532:65532 --entrypoint /bin/bash "$IMAGE" \
     -c 'id -u; operator --version; kubectl version --client -o json | jq -r .clientVersion.gitVersion;
-        test -x /hooks/pvc/added && test -x /hooks/evc/added && test -f /hooks/lib/log.sh && echo hooks;
+        test -x /hooks/pvc/snapshot && test -x /hooks/evc/added && test -f /hooks/lib/log.sh && echo hooks;
         test -s /etc/ssl/certs/ca-certificates.crt && echo certs; touch /x 2>/dev/null || echo read-only') \
     || fail "the image's tools do not run: $out"
   [[ $out == $'65532\n'"operator "*$'\nv1.'*$'\nhooks\ncerts\nread-only' ]] || fail "unexpected: $out"
@@ -300,7 +301,7 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
   example_claim "$cns" localstorage-claim
   uid1=$(kubectl -n "$cns" get pvc localstorage-claim -o jsonpath='{.metadata.uid}')
   run_pod pvc "$dep" "$sa_dir"
-  first_hook pvc "$cns/localstorage-claim"
+  first_hook pvc "snapshot"
   log_has pvc "watching persistentvolumeclaims \\(all namespaces\\)" || fail "the runner does not watch all namespaces"
   # The Deployment's probes and Prometheus scrape these (--listen from its args).
   local port
@@ -313,7 +314,7 @@ test_pvc_deployment_provisions_and_survives_token_rotation() {
   [[ -d $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid1}_${cns}_localstorage-claim ]] \
     || fail "no volume directory on kind-worker2"
   has_finalizer "$cns" localstorage-claim "$finalizer" || fail "the claim did not get the finalizer $finalizer"
-  log_has pvc "created Job $(jq -r '.spec.template.spec.containers[0].env[] | select(.name == "JOB_NAMESPACE") | .value' <<<"$dep")/pvc-$uid1-mkdir" \
+  log_has pvc "created Job $(jq -r '.spec.template.spec.containers[0].env[] | select(.name == "JOB_NAMESPACE") | .value' <<<"$dep")/pvc-mkdir-$uid1 " \
     || fail "the Job did not run in the Deployment's JOB_NAMESPACE"
 
   # A new token, written in place the way a kubelet rotates it. The runner's
@@ -365,7 +366,7 @@ test_evc_deployment_makes_and_expires_claims() {
   kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/evc/evc.yaml" |
     jq -c '.spec.expiryPeriod = 5 | del(.metadata.namespace)' | kubectl -n "$cns" apply -f - >/dev/null
   run_pod evc "$dep" "$sa_dir"
-  first_hook evc "$cns/my-claim-1"
+  first_hook evc "added $cns/my-claim-1"
   wait_until 30 kubectl -n "$cns" get pvc my-claim-1 >/dev/null || fail "no PVC for the claim"
   wait_for_log evc "$cns/my-claim-1: Countdown to expiry: reached! Deleting the EVC" 40 \
     || fail "the claim did not expire"
@@ -455,7 +456,7 @@ test_accounts_hold_only_what_their_hooks_use() {
   kubectl apply -k "$REPO_ROOT/deploy/evc" >/dev/null || fail "kubectl apply -k deploy/evc failed"
   local pvc=operator-pvc:operator evc=operator-evc:operator jobs=operator-pvc-jobs
   expect_can "$pvc" "watch persistentvolumeclaims -A" "patch persistentvolumeclaims -n default" \
-    "create persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
+    "create persistentvolumes" "list persistentvolumes" "delete persistentvolumes" "get storageclasses" "get nodes" \
     "create events -n default" "update events -n default" "create jobs.batch -n $jobs" \
     "watch jobs.batch -n $jobs" "delete jobs.batch -n $jobs" "list pods -n $jobs" \
     "update leases.coordination.k8s.io -n operator-pvc"

@@ -74,8 +74,19 @@ jobs_seen() {
     | unique | length' "$1"
 }
 
+# No Job serves claim UID: neither a snapshot's mkdir Job (label operator-pvc/claim-UID)
+# nor the deleted hook's rm Job (label operator-pvc/claim-uid=UID).
 no_jobs_for() {
-  [[ -z $(kubectl -n "$1" get jobs -l "operator-pvc/claim-uid=$2" -o name) ]]
+  [[ -z $(kubectl -n "$1" get jobs -l "operator-pvc/claim-$2" -o name) ]] &&
+    [[ -z $(kubectl -n "$1" get jobs -l "operator-pvc/claim-uid=$2" -o name) ]]
+}
+
+# mkdir_jobs_seen FILE UID: how many distinct mkdir Jobs serving claim UID were ever created.
+mkdir_jobs_seen() {
+  kill "$WATCH_PID" 2>/dev/null || true
+  wait "$WATCH_PID" 2>/dev/null || true
+  jq -s --arg key "operator-pvc/claim-$2" '[.[] | select(.object.metadata.labels[$key])
+    | .object.metadata.uid] | unique | length' "$1"
 }
 
 setup_class() { kubectl apply -f "$REPO_ROOT/storageclass.yaml" >/dev/null; }
@@ -243,7 +254,7 @@ test_failing_job_warns_makes_no_volume_and_is_retried() {
   mkdir -p "$(dirname "$blocker")"
   echo "not a directory" >"$blocker"
   pvc_operator fail -n "$ns" -E "JOB_NAMESPACE=$ns" --retries 20 --backoff-max 2s
-  wait_until 60 has_event "$ns" blocked ProvisioningFailed "pvc-$uid-mkdir .*failed on node kind-worker" \
+  wait_until 60 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -p -- $dir\\) failed on node kind-worker" \
     || fail "no ProvisioningFailed Warning Event for the failed Job"
   wait_for_log fail "ERROR pvc: claim $ns/blocked: Job .*failed" 5 || fail "no ERROR line for the failed Job"
   pv_gone "pvc-$uid" || fail "a PV was created although the Job failed"
@@ -253,6 +264,32 @@ test_failing_job_warns_makes_no_volume_and_is_retried() {
   rm -f "$blocker"
   wait_until 60 bound "$ns" blocked || fail "the claim was not provisioned by a retry after the fix"
   dir_exists kind-worker "$dir" || fail "the retry did not create $dir"
+}
+
+# Two claims in one Job, one of whose directories cannot be made: the other one
+# still gets its volume in the same run, and only the blocked one fails.
+test_one_blocked_directory_does_not_hold_back_its_batch() {
+  local ns uid blocker ok_uid
+  setup_class
+  ns=$(new_namespace split)
+  claim "$ns" blocked "$(on_node kind-worker)"
+  claim "$ns" fine "$(on_node kind-worker)"
+  uid=$(claim_uid "$ns" blocked)
+  ok_uid=$(claim_uid "$ns" fine)
+  blocker=$(on_disk kind-worker "$(dir_of "$ns" blocked "$uid")")
+  mkdir -p "$(dirname "$blocker")"
+  echo "not a directory" >"$blocker"
+  # Both claims exist before the runner starts: its first run puts them in one Job.
+  pvc_operator split -n "$ns" -E "JOB_NAMESPACE=$ns" --retries 0
+  wait_for_log split "created Job $ns/pvc-mkdir-[-0-9a-f]+ on node kind-worker for 2 claim\\(s\\)" 60 \
+    || fail "the two claims were not put in one Job"
+  wait_until 60 bound "$ns" fine || fail "the claim beside the blocked one never became Bound"
+  dir_exists kind-worker "$(dir_of "$ns" fine "$ok_uid")" || fail "no directory for the fine claim"
+  wait_until 30 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -p -- .*\\) failed on node kind-worker" \
+    || fail "no ProvisioningFailed Event naming the blocked claim's own Job"
+  [[ -z $(hook_events "$ns" fine ProvisioningFailed) ]] || fail "the fine claim got a ProvisioningFailed Event"
+  pv_gone "pvc-$uid" || fail "a PV was created for the blocked claim"
+  [[ -f $blocker ]] || fail "the blocking file was replaced"
 }
 
 test_deleting_a_claim_that_never_got_its_volume_cleans_its_directory() {
@@ -288,7 +325,7 @@ test_unknown_node_warns_and_makes_no_job_or_volume() {
   wait_for_log ghost "ERROR pvc: claim $ns/nowhere: node kind-worker9 does not exist" 5 \
     || fail "no ERROR line for the unknown node"
   pv_gone "pvc-$uid" || fail "a PV was created for an unknown node"
-  [[ $(jobs_seen "$jobs" "pvc-$uid-mkdir") == 0 ]] || fail "a Job was started for an unknown node"
+  [[ $(mkdir_jobs_seen "$jobs" "$uid") == 0 ]] || fail "a Job was started for an unknown node"
 }
 
 test_claim_without_node_gets_event_then_annotation_provisions_it() {
@@ -323,30 +360,37 @@ test_restart_and_repeated_events_make_no_second_job_or_volume() {
   ns=$(new_namespace again)
   jobs=$CLUSTER_DIR/logs/$ns-jobs.json
   watch_jobs "$ns" "$jobs"
-  pvc_operator first -n "$ns" -E "JOB_NAMESPACE=$ns"
+  local runs
+  setup_class
+  ns=$(new_namespace again)
+  jobs=$CLUSTER_DIR/logs/$ns-jobs.json
+  watch_jobs "$ns" "$jobs"
+  # LOG_LEVEL=0: the snapshot says at DEBUG how many claims it saw and how many need a volume.
+  pvc_operator first -n "$ns" -E "JOB_NAMESPACE=$ns,LOG_LEVEL=0"
   claim "$ns" a "$(on_node kind-worker)"
   ua=$(claim_uid "$ns" a)
   wait_until 60 bound "$ns" a || fail "claim a never became Bound"
   pv_uid=$(pv_field "pvc-$ua" '{.metadata.uid}')
   # Repeated MODIFIED events of a Bound claim.
+  runs=$(grep -c "snapshot of 1 claims; 0 need a volume" "$(operator_log first)") || runs=0
   kubectl -n "$ns" annotate pvc a touch=1 >/dev/null
   kubectl -n "$ns" annotate pvc a touch=2 --overwrite >/dev/null
-  wait_until 20 log_count_at_least first "claim $ns/a is Bound; nothing to do" 2 \
+  wait_until 20 log_count_at_least first "snapshot of 1 claims; 0 need a volume" $((runs + 1)) \
     || fail "the MODIFIED events did not reach the hook"
   operator_stop first || true
   # Interrupted run: the claim b and its Job exist, no PV yet.
   claim "$ns" b "$(on_node kind-worker2)"
   ub=$(claim_uid "$ns" b)
-  leftover_job "$ns" b | kubectl create -f - >/dev/null
-  pvc_operator second -n "$ns" -E "JOB_NAMESPACE=$ns"
-  wait_for_log second "claim $ns/a is Bound; nothing to do" 30 || fail "ADDED was not replayed for a"
+  leftover_job "$ns" b kind-worker2 | kubectl create -f - >/dev/null
+  pvc_operator second -n "$ns" -E "JOB_NAMESPACE=$ns,LOG_LEVEL=0"
+  wait_for_log second "snapshot of 2 claims" 30 || fail "the restarted operator never ran the snapshot"
   wait_until 60 bound "$ns" b || fail "claim b never became Bound after the restart"
-  wait_for_log second "found Job $ns/pvc-$ub-mkdir of an earlier attempt" 5 \
+  wait_for_log second "found Job $ns/pvc-mkdir-$ub of an earlier attempt .* $ns/b; not creating another" 5 \
     || fail "the restarted operator did not pick up the leftover Job"
   [[ $(pv_field "pvc-$ua" '{.metadata.uid}') == "$pv_uid" ]] || fail "the PV of a was replaced"
   [[ $(kubectl get pv -l "operator-pvc/claim-uid=$ua" -o name | wc -l) == 1 ]] || fail "a has more than one PV"
-  [[ $(jobs_seen "$jobs" "pvc-$ua-mkdir") == 1 ]] || fail "a second Job was created for a"
-  [[ $(jobs_seen "$jobs" "pvc-$ub-mkdir") == 1 ]] || fail "a second Job was created for b"
+  [[ $(mkdir_jobs_seen "$jobs" "$ua") == 1 ]] || fail "a second Job was created for a"
+  [[ $(mkdir_jobs_seen "$jobs" "$ub") == 1 ]] || fail "a second Job was created for b"
 }
 
 log_count_at_least() {
@@ -355,26 +399,17 @@ log_count_at_least() {
   ((n >= $3))
 }
 
-# leftover_job NS CLAIM: the Job the hook would have made, as if an earlier
-# run was stopped while it ran (built with the hooks' own library).
+# leftover_job NS CLAIM NODE: the Job the snapshot would have made for the claim
+# alone, as if an earlier run was stopped while it ran (built with the hooks' own
+# manifests.jq).
 leftover_job() {
-  (
-    # shellcheck source=../../hooks/lib/log.sh
-    source "$REPO_ROOT/hooks/lib/log.sh"
-    # shellcheck source=../../hooks/pvc/lib/config.sh
-    source "$HOOKS/lib/config.sh"
-    # shellcheck source=../../hooks/pvc/lib/claim.sh
-    source "$HOOKS/lib/claim.sh"
-    # shellcheck source=../../hooks/pvc/lib/job.sh
-    source "$HOOKS/lib/job.sh"
-    EVENT_FILE=$(mktemp)
-    kubectl -n "$1" get pvc "$2" -o json | jq '{type: "ADDED", object: .}' >"$EVENT_FILE"
-    JOB_NAMESPACE=$1
-    claim_load
-    NODE=$(claim_node)
-    job_manifest "$MKDIR_JOB" mkdir mkdir -p "$VOLUME_PATH"
-    rm -f "$EVENT_FILE"
-  )
+  local uid
+  uid=$(claim_uid "$1" "$2")
+  jq -n -L "$HOOKS/lib" --arg jobns "$1" --arg image busybox --arg dir "$VOLUMES" \
+    --arg managed operator-pvc --argjson ttl 600 --arg node "$3" \
+    --arg uid "$uid" --arg ns "$1" --arg name "$2" --arg path "$(dir_of "$1" "$2" "$uid")" \
+    'include "manifests"; {$uid, $ns, $name, $path} as $c
+     | mkdir_job($ARGS.named; "pvc-mkdir-\($uid)"; $node; [$c])'
 }
 
 # only_new_path PATH BEFORE AFTER: between the two listings only PATH (and
@@ -387,18 +422,77 @@ only_new_path() {
   grep -qxF -- "$1" <<<"$3" || fail "$1 was not created"
 }
 
+# --- many claims at once ------------------------------------------------------
+
+# many_claims NS COUNT: COUNT 1Gi claims many-N, spread over the three nodes, in one apply.
+many_claims() {
+  local nodes=(kind-worker kind-worker2 kind-control-plane)
+  jq -n --argjson n "$2" --argjson nodes "$(printf '%s\n' "${nodes[@]}" | jq -R . | jq -s .)" '
+    {apiVersion: "v1", kind: "List", items: [range($n) as $i | {apiVersion: "v1",
+      kind: "PersistentVolumeClaim", metadata: {name: "many-\($i)"},
+      spec: {accessModes: ["ReadWriteOnce"], storageClassName: "local-storage",
+        resources: {requests: {storage: "1Gi"}},
+        selector: {matchLabels: {"kubernetes.io/hostname": $nodes[$i % 3]}}}}]}' |
+    kubectl -n "$1" apply -f - >/dev/null
+}
+
+all_bound() {
+  [[ $(kubectl -n "$1" get pvc -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c '^Bound$') == "$2" ]]
+}
+
+# Runs that made Jobs, as the log shows them: each "need a volume" line starts a run;
+# prints the most Jobs one run created on one node.
+most_jobs_per_node_and_run() {
+  awk '/ need a volume/ { run++ } / created Job / { for (i = 1; i <= NF; i++) if ($i == "node") n[run " " $(i + 1)]++ }
+       END { m = 0; for (k in n) if (n[k] > m) m = n[k]; print m }' "$1"
+}
+
+test_many_claims_at_once_get_one_job_per_node_per_run() {
+  local ns jobs seen created
+  setup_class
+  ns=$(new_namespace many)
+  jobs=$CLUSTER_DIR/logs/$ns-jobs.json
+  watch_jobs "$ns" "$jobs"
+  pvc_operator many -n "$ns" -E "JOB_NAMESPACE=$ns"
+  many_claims "$ns" 30
+  wait_until 90 all_bound "$ns" 30 || fail "not all 30 claims became Bound within 90 s"
+  seen=$(jobs_seen_all "$jobs")
+  created=$(grep -c ' created Job ' "$(operator_log many)") || created=0
+  [[ $seen == "$created" ]] || fail "$seen Jobs were seen but the log names $created"
+  ((seen >= 3 && seen < 30)) || fail "$seen Jobs for 30 claims on 3 nodes: not batched"
+  [[ $(most_jobs_per_node_and_run "$(operator_log many)") == 1 ]] || fail "a run started two Jobs on one node"
+  [[ $(kubectl get pv -o json | jq --arg ns "$ns" --arg dir "$VOLUMES" '[.items[] | .spec
+      | select(.claimRef.namespace == $ns and .local.path == "\($dir)/pvc-\(.claimRef.uid)_\($ns)_\(.claimRef.name)")]
+      | length') == 30 ]] \
+    || fail "not every claim has its own PV with its own directory"
+  dir_exists kind-control-plane "$(dir_of "$ns" many-2 "$(claim_uid "$ns" many-2)")" \
+    || fail "no directory on kind-control-plane for many-2"
+}
+
+# jobs_seen_all FILE: how many distinct Jobs were ever created.
+jobs_seen_all() {
+  kill "$WATCH_PID" 2>/dev/null || true
+  wait "$WATCH_PID" 2>/dev/null || true
+  jq -s '[.[] | .object.metadata.uid] | unique | length' "$1"
+}
+
 # --- claims that are not ours, and hostile ones -------------------------------
 
 test_claim_of_another_class_is_untouched() {
-  local ns uid
+  local ns uid jobs
   setup_class
   ns=$(new_namespace other)
+  jobs=$CLUSTER_DIR/logs/$ns-jobs.json
+  watch_jobs "$ns" "$jobs"
   pvc_operator other -n "$ns" -E "JOB_NAMESPACE=$ns"
   claim "$ns" foreign "$(on_node kind-worker)" standard
   uid=$(claim_uid "$ns" foreign)
-  wait_for_log other "INFO pvc: ignoring claim $ns/foreign of storage class 'standard'" 30 \
-    || fail "no INFO line for the claim of another class"
+  # A claim of the class on the same node after it: once that one is Bound, the
+  # snapshot runs that saw both are over.
+  claim "$ns" ours "$(on_node kind-worker)"
+  wait_until 60 bound "$ns" ours || fail "the claim of the handled class beside it never became Bound"
   sleep 2
+  [[ $(mkdir_jobs_seen "$jobs" "$uid") == 0 ]] || fail "a Job was started for another class"
   pv_gone "pvc-$uid" || fail "a PV was created for another class"
   no_jobs_for "$ns" "$uid" || fail "a Job was created for another class"
   [[ -z $(hook_events "$ns" foreign ProvisioningFailed)$(hook_events "$ns" foreign NoNodeSelected) ]] \

@@ -54,8 +54,9 @@ claim_names() {
   DIR_NAME="pvc-${CLAIM_UID}_${CLAIM_NS}_${CLAIM_NAME}"
   DIR_NAME=${DIR_NAME:0:200}
   VOLUME_PATH="$VOLUMES_DIR/$DIR_NAME"
-  MKDIR_JOB="pvc-$CLAIM_UID-mkdir"
   RM_JOB="pvc-$CLAIM_UID-rm"
+  # The label of the snapshot hook's mkdir Jobs that serve this claim (manifests.jq).
+  CLAIM_JOB_LABEL="operator-pvc/claim-$CLAIM_UID"
 }
 
 # True when the claim asks for STORAGE_CLASS; says so at INFO otherwise.

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# One-shot Jobs pinned to the volume's node that create or remove its
-# directory. Names come from the claim's uid, so a replayed event finds the Job
-# an interrupted run left behind instead of starting a second one.
+# The deleted hook's one-shot Job, pinned to the volume's node, that removes its
+# directory (the snapshot hook's mkdir Jobs: manifests.jq and jobs.sh). Its name
+# comes from the claim's uid, so a replayed event finds the Job an interrupted run
+# left behind instead of starting a second one.
 
 # job_manifest NAME COMPONENT PROGRAM FLAG PATH: runs `PROGRAM FLAG -- PATH`
 # on $NODE with VOLUMES_DIR mounted at the same path, so the path in the PV is
@@ -110,10 +111,9 @@ job_delete() {
 }
 
 # job_start NAME COMPONENT PROGRAM FLAG PATH: creates the Job unless an earlier attempt did.
-# JOB_STATE, when set (provision's lookup), saves looking the Job up again.
 job_start() {
-  local name=$1 state=${JOB_STATE:-}
-  [[ -n $state ]] || state=$(job_state "$name") || return 1
+  local name=$1 state
+  state=$(job_state "$name") || return 1
   case $state in
     missing) ;;
     deleting) log_warning "pvc: Job $JOB_NAMESPACE/$name of an earlier attempt is still being deleted"; return 1 ;;

@@ -6,14 +6,21 @@
 release_claim() {
   claim_load
   release_wanted || return 0
+  release_wait_mkdir
+  release_found && return 0
+  release_orphan
+  # A snapshot run that took the claim just before it was deleted may have made
+  # its Job, or even its PV, while the orphan's Job ran (which takes seconds):
+  # look once more, and release what it made.
+  release_wait_mkdir
+  release_found || true
+}
+
+# Releases the claim's PV; false when there is none.
+release_found() {
   local json
-  # A provisioning attempt cut short may have left its Job.
-  job_delete "$MKDIR_JOB"
   json=$(pv_get) || claim_fail 1 VolumeCleanupFailed "could not read PersistentVolume $PV_NAME"
-  if [[ -z $json ]]; then
-    release_orphan
-    return 0
-  fi
+  [[ -n $json ]] || return 1
   if ! pv_is_ours "$json"; then
     log_warning "pvc: PersistentVolume $PV_NAME was not made for claim $CLAIM_REF; leaving it"
     return 0
@@ -31,6 +38,21 @@ release_wanted() {
     log_warning "pvc: claim $CLAIM_REF still exists with kubernetes.io/pvc-protection (a pod may use it); cleanup waits"
     exit 1
   fi
+}
+
+# The snapshot hook may be making the claim's directory right now: it creates the
+# PVs of a Job before it deletes the Job, so once no Job serves the claim, the PV
+# lookup below is final. A Job nobody deletes (the runner restarted meanwhile, and
+# the claim is gone from its snapshots) is deleted after JOB_TIMEOUT and a margin.
+release_wait_mkdir() {
+  local jobs=() job
+  mapfile -t jobs < <(kubectl get jobs -n "$JOB_NAMESPACE" -l "$CLAIM_JOB_LABEL" -o name) \
+    || claim_fail 1 VolumeCleanupFailed "could not look up the Jobs making its directory"
+  ((${#jobs[@]} > 0)) || return 0
+  log_info "pvc: claim $CLAIM_REF deleted while ${jobs[*]} makes its directory; waiting for it to end"
+  kubectl wait --for=delete -n "$JOB_NAMESPACE" "${jobs[@]}" \
+    --timeout="$(($(timeout_seconds) + 30))s" >/dev/null 2>&1 && return 0
+  for job in "${jobs[@]}"; do job_delete "${job#*/}"; done
 }
 
 # A DELETED event may carry the claim's last stored state, finalizers and all,
