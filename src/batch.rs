@@ -103,6 +103,20 @@ impl Feed {
         self.wake.notify_one();
     }
 
+    /// A tick taken while a hook ran predates the run's writes and would start the
+    /// next run at once, back to back with a slow hook: it is dropped, and the next
+    /// tick runs. Changes gathered meanwhile stay.
+    fn skip_ticks(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.as_ref().is_some_and(|w| w.tick) {
+            tracing::debug!("the batched hooks ran longer than the resync period; a pass was skipped");
+            match waiting.as_mut() {
+                Some(w) if w.change => w.tick = false,
+                _ => *waiting = None,
+            }
+        }
+    }
+
     fn take(&self) -> Option<Pass> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -173,6 +187,7 @@ impl Batcher {
             };
             runs += 1;
             retry = self.run_pass(pass, attempt, runs).await;
+            feed.skip_ticks();
         }
     }
 
@@ -433,6 +448,24 @@ mod tests {
         .await;
         // Commas: one after "type", one between objects: 1 for one object, 5 for five.
         assert_eq!(lines(&log), ["snapshot 1", "snapshot 5"], "the four passes offered during the first run were one");
+    }
+
+    #[tokio::test]
+    async fn ticks_that_come_while_sync_all_runs_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs");
+        let b = batcher(dir.path(), 1);
+        hook(dir.path(), HOOK, &format!("{}sleep 0.4\n", counting(&log, HOOK, 0).replace("exit 0\n", "")));
+        serve(b, async |feed: &Feed| {
+            feed.offer(pass(1, true));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            feed.offer(pass(2, true));
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            feed.offer(pass(3, true));
+            tokio::time::sleep(Duration::from_millis(800)).await;
+        })
+        .await;
+        assert_eq!(lines(&log), ["sync-all 1", "sync-all 3"], "the tick during the first run was skipped");
     }
 
     #[tokio::test]
