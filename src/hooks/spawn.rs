@@ -137,19 +137,18 @@ fn start(cmd: &HookCommand) -> std::io::Result<(Child, Option<pipe::Receiver>)> 
 }
 
 async fn supervise(child: &mut Child, pgid: Option<Pid>, limits: Limits, stop: &CancellationToken) -> Outcome {
-    let grace = limits.grace;
     tokio::select! {
         status = child.wait() => return status_outcome(status),
         _ = tokio::time::sleep(limits.timeout) => {}
         _ = stop.cancelled() => {
-            if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
+            if let Ok(Ok(status)) = tokio::time::timeout(limits.grace, child.wait()).await {
                 return status_outcome(Ok(status));
             }
-            end_group(child, pgid, grace).await;
+            end_group(child, pgid, limits.grace).await;
             return Outcome::Interrupted;
         }
     }
-    end_group(child, pgid, grace).await;
+    end_group(child, pgid, limits.grace).await;
     Outcome::TimedOut
 }
 
