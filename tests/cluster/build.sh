@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kube-controller-manager 1.20.2 from Debian
-# bookworm's source package into a cache outside the repository, once.
+# Builds kube-apiserver, kube-controller-manager, and for real nodes kubelet,
+# kube-scheduler and kube-proxy, 1.20.2 from Debian bookworm's source package
+# into a cache outside the repository, once.
 # Re-used when present and matching this script's recipe; rebuilt otherwise.
 set -euo pipefail
 
 CACHE_DIR=${KUBE_CACHE_DIR:-/var/cache/operator-rs/kube}
 # Bump when the recipe below changes so stale caches are rebuilt.
-RECIPE=3
+RECIPE=4
 STAMP="$CACHE_DIR/recipe-$RECIPE"
-BINARIES=(kube-apiserver kube-controller-manager)
+BINARIES=(kube-apiserver kube-controller-manager kubelet kube-scheduler kube-proxy)
 
 log() { printf '%s build.sh: %s\n' "$(date '+%H:%M:%S')" "$*" >&2; }
 
@@ -75,12 +76,12 @@ patch_reflect2() {
 build() {
   local work
   work=$(mktemp -d "${TMPDIR:-/tmp}/kube-build.XXXXXX")
-  log "building into $CACHE_DIR (work dir $work; about 6.5 minutes)"
+  log "building into $CACHE_DIR (work dir $work; about 10 minutes)"
   enable_sources
   fetch_source "$work"
   patch_reflect2 "$work/src"
   (cd "$work/src" && GO111MODULE=off GOPROXY=off GOFLAGS=-mod=vendor \
-     make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$work/make.log" 2>&1) \
+     make WHAT="${BINARIES[*]/#/cmd/}" >"$work/make.log" 2>&1) \
     || { tail -40 "$work/make.log" >&2; return 1; }
   mkdir -p "$CACHE_DIR/bin"
   local b
