@@ -9,8 +9,8 @@
 //! flatten) and `env/` (fitting and the command, from the flattened variables, their
 //! clone included) split the first figure.
 
-use operator::flatten;
-use operator::hooks::env;
+use operator::model::flatten;
+use operator::runtime::hooks::env;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -92,7 +92,7 @@ fn bench_object(c: &mut Criterion, name: &str, object: &str) {
         b.iter(|| prepare("ADDED", black_box(object), &s, &opts, &file))
     });
     // Where the runner writes them: tmpfs when there is one (src/run.rs, EventDir).
-    let dir = operator::run::EventDir::create().expect("event directory");
+    let dir = operator::commands::run::EventDir::create().expect("event directory");
     let mut n = 0u64;
     c.bench_function(&format!("flatten+env+file/{name}"), |b| {
         b.iter(|| {

@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = match operator::log::filter(LogLevel::Info, std::env::var("RUST_LOG").ok().as_deref()) {
+    let filter = match operator::runtime::log::filter(LogLevel::Info, std::env::var("RUST_LOG").ok().as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");

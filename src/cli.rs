@@ -85,7 +85,7 @@ pub struct FlattenArgs {
 
     /// Output format
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t)]
-    pub format: crate::format::Format,
+    pub format: crate::model::format::Format,
 }
 
 #[derive(Debug, Args)]
@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn flatten_format_defaults_to_env_and_refuses_unknown_formats() {
         let Some(Command::Flatten(args)) = parse(&["flatten"]).unwrap().command else { panic!() };
-        assert_eq!(args.format, crate::format::Format::Env);
+        assert_eq!(args.format, crate::model::format::Format::Env);
         assert!(parse(&["flatten", "--format", "yaml"]).is_err());
     }
 

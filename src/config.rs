@@ -1,9 +1,10 @@
 //! The validated configuration: every flag checked and converted once, before anything runs.
 
 use crate::cli::RunArgs;
-use crate::filter::{FilterError, ObjectFilter};
-use crate::flatten;
-use crate::selector::SelectorError;
+use crate::model::filter::{FilterError, ObjectFilter};
+use crate::model::flatten;
+use crate::model::retry::RetryPolicy;
+use crate::model::selector::SelectorError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,13 +78,6 @@ pub enum Scope {
     All,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub retries: u32,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub object: String,
@@ -122,7 +116,7 @@ pub struct LeaderConfig {
     /// None: the service account's or kubeconfig context's namespace.
     pub namespace: Option<String>,
     pub priority: i32,
-    pub timing: crate::leader::Timing,
+    pub timing: crate::model::lease::Timing,
 }
 
 /// --listen and its flags.
@@ -323,10 +317,10 @@ fn leader(args: &crate::cli::ReplicaArgs) -> Result<Option<LeaderConfig>, Config
     if !args.leader_elect {
         return Ok(None);
     }
-    if let Some(name) = args.lease_name.as_deref().filter(|n| !crate::leader::valid_lease_name(n)) {
+    if let Some(name) = args.lease_name.as_deref().filter(|n| !crate::model::lease::valid_lease_name(n)) {
         return Err(invalid("--lease-name", name, "expected a DNS name: lower-case letters, digits, '-' and '.'"));
     }
-    let timing = crate::leader::Timing {
+    let timing = crate::model::lease::Timing {
         lease_duration: positive_duration("--lease-duration", &args.lease_duration)?,
         renew_deadline: positive_duration("--renew-deadline", &args.renew_deadline)?,
         retry_period: positive_duration("--retry-period", &args.retry_period)?,
@@ -344,8 +338,17 @@ fn leader(args: &crate::cli::ReplicaArgs) -> Result<Option<LeaderConfig>, Config
 
 fn listen(args: &crate::cli::ReplicaArgs) -> Result<Option<ListenConfig>, ConfigError> {
     let Some(value) = &args.listen else { return Ok(None) };
-    let addr = crate::listen::parse_addr(value).map_err(|reason| invalid("--listen", value, reason))?;
+    let addr = parse_addr(value).map_err(|reason| invalid("--listen", value, reason))?;
     Ok(Some(ListenConfig { addr, unhealthy_after: positive_duration("--unhealthy-after", &args.unhealthy_after)? }))
+}
+
+/// `HOST:PORT`, or `:PORT` for every interface.
+fn parse_addr(value: &str) -> Result<std::net::SocketAddr, String> {
+    let full = match value.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => value.to_string(),
+    };
+    full.parse().map_err(|_| "expected HOST:PORT with an IP address, such as 0.0.0.0:9090 or 127.0.0.1:9090".into())
 }
 
 #[cfg(test)]
@@ -471,5 +474,14 @@ mod tests {
         assert_eq!(scope(None, false), Scope::ContextDefault);
         assert_eq!(scope(Some("x".into()), false), Scope::Namespace("x".into()));
         assert_eq!(scope(None, true), Scope::All);
+    }
+
+    #[test]
+    fn addresses_take_an_ip_and_a_port() {
+        assert_eq!(parse_addr("127.0.0.1:9090").unwrap(), "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(parse_addr(":9090").unwrap(), "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(parse_addr("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
+        assert!(parse_addr("9090").is_err());
+        assert!(parse_addr("localhost:9090").is_err());
     }
 }

@@ -45,10 +45,10 @@
 //! # }
 //! ```
 
-use crate::config::RetryPolicy;
-use crate::event::{EventType, ObjectEvent};
-use crate::resolve::{self, ResolveError, Resolved};
-use crate::watch::{Tracker, Watch, WatchError};
+use crate::cluster::resolve::{self, ResolveError, Resolved};
+use crate::model::event::{EventType, ObjectEvent};
+use crate::model::retry::RetryPolicy;
+use crate::runtime::watch::{Tracker, Watch, WatchError};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher;
@@ -212,7 +212,7 @@ impl Runner {
         let (tx, rx) = mpsc::channel(1024);
         let call = Call { hook: Arc::new(hook), retry: self.retry, stop: self.stop.clone() };
         let handle = move |ev: ObjectEvent| call.clone().deliver(ev);
-        let dispatcher = tokio::spawn(crate::queue::dispatch(rx, self.workers, handle, self.stop.clone()));
+        let dispatcher = tokio::spawn(crate::runtime::queue::dispatch(rx, self.workers, handle, self.stop.clone()));
         let watched = watch.run(Tracker::new(self.changes_only), tx, None, self.stop.clone()).await;
         self.stop.cancel();
         let _ = dispatcher.await;
@@ -282,7 +282,7 @@ where
             if attempt >= self.retry.retries {
                 return tracing::error!("{what}; no retries left");
             }
-            let delay = crate::deliver::backoff(&self.retry, attempt, rand::random::<f64>());
+            let delay = crate::model::retry::backoff(&self.retry, attempt, rand::random::<f64>());
             tracing::warn!("{what}; retry {} of {} in {delay:?}", attempt + 1, self.retry.retries);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -295,7 +295,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::FinalizerAction;
+    use crate::model::event::FinalizerAction;
     use std::sync::Mutex;
 
     fn object_event(json: &str) -> ObjectEvent {

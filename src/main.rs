@@ -1,8 +1,9 @@
 //! `operator`: parses the command line, runs, and maps every error to one exit status.
 
 use clap::Parser;
-use operator::{cli, completions, config, event_cmd, flatten, format, log, owner_ref, replay, run};
-use std::io::Read;
+use operator::commands::{completions, event as event_cmd, flatten, owner_ref, replay, run};
+use operator::runtime::log;
+use operator::{cli, config};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -15,20 +16,14 @@ enum Error {
     Log(#[from] log::LogError),
     #[error(transparent)]
     Run(#[from] run::RunError),
-    #[error("cannot read an event from stdin")]
-    Stdin(#[source] std::io::Error),
-    #[error("the event on stdin is not JSON")]
-    EventJson(#[source] serde_json::Error),
     #[error(transparent)]
-    Flatten(#[from] flatten::FlattenError),
+    Flatten(#[from] flatten::FlattenCmdError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Event(#[from] event_cmd::EventCmdError),
     #[error(transparent)]
     OwnerRef(#[from] owner_ref::OwnerRefError),
-    #[error(transparent)]
-    Format(#[from] format::FormatError),
     #[error(transparent)]
     Replay(#[from] replay::ReplayError),
     #[error("cannot write to stdout")]
@@ -50,7 +45,7 @@ impl Error {
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        Some(cli::Command::Flatten(args)) => flatten_stdin(args),
+        Some(cli::Command::Flatten(args)) => flatten::run(args).map_err(Error::from).and_then(|out| stdout(&out)),
         Some(cli::Command::Event(args)) => event_cmd::run(args).map_err(Error::from),
         Some(cli::Command::OwnerRef) => owner_ref::run().map_err(Error::from),
         Some(cli::Command::Replay(args)) => match replay::replay(*args) {
@@ -84,22 +79,6 @@ fn start(cfg: config::Config) -> Result<(), Error> {
     drop(runtime);
     drop(guard);
     result
-}
-
-fn flatten_stdin(args: cli::FlattenArgs) -> Result<(), Error> {
-    let mut text = String::new();
-    std::io::stdin().read_to_string(&mut text).map_err(Error::Stdin)?;
-    let event: serde_json::Value = serde_json::from_str(&text).map_err(Error::EventJson)?;
-    let opts = flatten::Options {
-        prefix: args.filter.prefix,
-        filter_spec: args.filter.filter_spec,
-        filter_status: args.filter.filter_status,
-    };
-    let flat = flatten::flatten(&event, &opts)?;
-    for r in &flat.rejected {
-        eprintln!("left out {}: {}", r.name, r.reason);
-    }
-    stdout(&format::render(&flat.vars, args.format)?)
 }
 
 fn stdout(bytes: &[u8]) -> Result<(), Error> {

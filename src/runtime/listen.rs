@@ -77,16 +77,16 @@ fn respond(req: &Request<Incoming>, unhealthy_after: Duration) -> Response<Full<
     }
     match path {
         "/metrics" => {
-            let mut r = text(StatusCode::OK, crate::metrics::encode());
+            let mut r = text(StatusCode::OK, crate::runtime::metrics::encode());
             let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(kind));
             r
         }
-        "/healthz" => match crate::metrics::health(unhealthy_after) {
+        "/healthz" => match crate::runtime::metrics::health(unhealthy_after) {
             Ok(()) => text(StatusCode::OK, "ok\n".into()),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         },
-        _ if crate::metrics::is_ready() => text(StatusCode::OK, "ready\n".into()),
+        _ if crate::runtime::metrics::is_ready() => text(StatusCode::OK, "ready\n".into()),
         _ => text(StatusCode::SERVICE_UNAVAILABLE, "not ready: the initial list is not done\n".into()),
     }
 }
@@ -98,27 +98,9 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     r
 }
 
-/// `HOST:PORT`, or `:PORT` for every interface.
-pub fn parse_addr(value: &str) -> Result<SocketAddr, String> {
-    let full = match value.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => value.to_string(),
-    };
-    full.parse().map_err(|_| "expected HOST:PORT with an IP address, such as 0.0.0.0:9090 or 127.0.0.1:9090".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_take_an_ip_and_a_port() {
-        assert_eq!(parse_addr("127.0.0.1:9090").unwrap(), "127.0.0.1:9090".parse().unwrap());
-        assert_eq!(parse_addr(":9090").unwrap(), "0.0.0.0:9090".parse().unwrap());
-        assert_eq!(parse_addr("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
-        assert!(parse_addr("9090").is_err());
-        assert!(parse_addr("localhost:9090").is_err());
-    }
 
     async fn get(addr: SocketAddr, request: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,10 +1,10 @@
 //! `operator replay`: runs the hook for one saved event through the runner's own Deliverer, without a watch.
 
 use crate::cli::{Cli, ReplayArgs, RunArgs};
+use crate::commands::run::{self, EventDir, RunError};
 use crate::config::{Config, ConfigError};
-use crate::deliver::Delivered;
-use crate::event::{EventType, FinalizerAction, ObjectEvent};
-use crate::run::{self, EventDir, RunError};
+use crate::model::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::runtime::deliver::Delivered;
 use clap::Parser;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ pub enum ReplayError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Log(#[from] crate::log::LogError),
+    Log(#[from] crate::runtime::log::LogError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error("cannot start the async runtime")]
@@ -63,7 +63,7 @@ pub fn replay(args: ReplayArgs) -> Result<u8, ReplayError> {
         ev.old = Some(read_event(old, None, None).or_else(|_| read_object(old))?.object);
     }
     let cfg = Config::from_args(run_args(&args))?;
-    let guard = crate::log::init(&cfg.log)?;
+    let guard = crate::runtime::log::init(&cfg.log)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ReplayError::Runtime)?;
     let result = runtime.block_on(deliver(&cfg, &ev));
     drop(runtime);

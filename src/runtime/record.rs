@@ -1,6 +1,6 @@
 //! `--record FILE`: appends every event delivered to a hook to a file, one JSON line each, as `operator replay` reads them.
 
-use crate::event::ObjectEvent;
+use crate::model::event::ObjectEvent;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,7 @@ pub fn line(ev: &ObjectEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventType, FinalizerAction};
+    use crate::model::event::{EventType, FinalizerAction};
 
     fn event(kind: EventType, object: &str, hook: bool) -> ObjectEvent {
         ObjectEvent {

@@ -3,7 +3,7 @@
 //! Every counting point in the delivery path is one call here; the state is process-wide
 //! (one runner per process), so nothing has to be threaded through the delivery code.
 
-use crate::hooks::spawn::Outcome;
+use crate::model::outcome::{Outcome, PERMANENT_FAILURE};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -109,7 +109,7 @@ pub fn event(kind: &str) {
 pub fn outcome_label(outcome: &Outcome) -> Option<&'static str> {
     match outcome {
         Outcome::Succeeded => Some("succeeded"),
-        Outcome::Failed(crate::deliver::PERMANENT_FAILURE) | Outcome::NotStarted(_) => Some("permanent"),
+        Outcome::Failed(PERMANENT_FAILURE) | Outcome::NotStarted(_) => Some("permanent"),
         Outcome::Failed(_) | Outcome::Killed(_) => Some("failed"),
         Outcome::TimedOut => Some("timeout"),
         Outcome::Interrupted => None,
@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(outcome_label(&Outcome::Succeeded), Some("succeeded"));
         assert_eq!(outcome_label(&Outcome::Failed(1)), Some("failed"));
         assert_eq!(outcome_label(&Outcome::Killed(9)), Some("failed"));
-        assert_eq!(outcome_label(&Outcome::Failed(crate::deliver::PERMANENT_FAILURE)), Some("permanent"));
+        assert_eq!(outcome_label(&Outcome::Failed(PERMANENT_FAILURE)), Some("permanent"));
         assert_eq!(outcome_label(&Outcome::TimedOut), Some("timeout"));
         assert_eq!(outcome_label(&Outcome::Interrupted), None);
     }

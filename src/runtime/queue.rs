@@ -91,7 +91,7 @@ where
     let mut running: JoinSet<Arc<str>> = JoinSet::new();
     let mut open = true;
     loop {
-        crate::metrics::queue_depth(queue.len() + rx.len());
+        crate::runtime::metrics::queue_depth(queue.len() + rx.len());
         while running.len() < workers && !stop.is_cancelled() {
             let Some(job) = queue.take() else { break };
             let key = job.key().clone();

@@ -3,7 +3,7 @@
 pub mod env;
 pub mod spawn;
 
-use crate::fields::FieldPath;
+use crate::model::fields::FieldPath;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub enum HookError {
     BadFieldPath {
         path: PathBuf,
         #[source]
-        source: crate::fields::FieldPathError,
+        source: crate::model::fields::FieldPathError,
     },
 }
 

@@ -8,12 +8,13 @@
 //! builds a backlog, and the next run gets state taken after this one's writes
 //! came back. Contract: docs/HOOKS.md, "sync-all and snapshot: every object in one run".
 
-use crate::config::RetryPolicy;
-use crate::deliver::{PERMANENT_FAILURE, backoff};
-use crate::event::ObjectEvent;
-use crate::hooks::HookDir;
-use crate::hooks::env::Environment;
-use crate::hooks::spawn::{self, Limits, Outcome};
+use crate::model::event::ObjectEvent;
+use crate::model::outcome::Outcome;
+use crate::model::outcome::PERMANENT_FAILURE;
+use crate::model::retry::{RetryPolicy, backoff};
+use crate::runtime::hooks::HookDir;
+use crate::runtime::hooks::env::Environment;
+use crate::runtime::hooks::spawn::{self, Limits};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -152,7 +153,7 @@ struct Retry {
 }
 
 impl Batcher {
-    pub fn from_deliverer(d: &crate::deliver::Deliverer, prefix: &str) -> Batcher {
+    pub fn from_deliverer(d: &crate::runtime::deliver::Deliverer, prefix: &str) -> Batcher {
         Batcher {
             hooks: d.hooks.clone(),
             env: d.env.clone(),
@@ -298,8 +299,8 @@ fn write_private(path: &Path, text: &str) -> Result<(), BatchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::EventType;
-    use crate::hooks::env::Settings;
+    use crate::model::event::EventType;
+    use crate::runtime::hooks::env::Settings;
     use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
 

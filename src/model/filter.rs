@@ -1,7 +1,7 @@
 //! Which objects get hooks: --annotation-selector and --filter (a jq expression run
 //! in-process with jaq), applied to every object before the watch's tracker.
 
-use crate::selector::AnnotationSelector;
+use crate::model::selector::AnnotationSelector;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, compile, data, load};
 use jaq_json::Val;

@@ -1,7 +1,7 @@
 //! The durable queue (-q): every event is appended and fsynced before its hook runs and
 //! marked done after, so events a crash interrupted are delivered again on start.
 
-use crate::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::model::event::{EventType, FinalizerAction, ObjectEvent};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};

@@ -1,16 +1,17 @@
 //! Delivers one event to its hook: variables, event file, retries with backoff, failure reporting.
 
-use crate::config::RetryPolicy;
-use crate::event::{EventType, FinalizerAction, ObjectEvent};
-use crate::fields::{self, FieldPath};
-use crate::finalizer::Finalizers;
-use crate::flatten::{self, Flattened};
-use crate::hooks::env::{Environment, HookCommand, Settings};
-use crate::hooks::spawn::{self, Limits, Outcome};
-use crate::hooks::{Handler, HookDir};
-use crate::journal::Journal;
-use crate::queue::Job;
-use crate::report::Reporter;
+use crate::cluster::finalizer::Finalizers;
+use crate::cluster::report::Reporter;
+use crate::model::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::model::fields::{self, FieldPath};
+use crate::model::flatten::{self, Flattened};
+use crate::model::outcome::{Outcome, PERMANENT_FAILURE};
+use crate::model::retry::{RetryPolicy, backoff};
+use crate::runtime::hooks::env::{Environment, HookCommand, Settings};
+use crate::runtime::hooks::spawn::{self, Limits};
+use crate::runtime::hooks::{Handler, HookDir};
+use crate::runtime::journal::Journal;
+use crate::runtime::queue::Job;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -21,9 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// A hook exiting with this status has failed for good: it is not retried.
-pub const PERMANENT_FAILURE: i32 = 100;
 
 impl Job for ObjectEvent {
     fn key(&self) -> &Arc<str> {
@@ -366,7 +364,7 @@ impl Deliverer {
             let outcome = spawn::run(cmd, &label, self.limits, &self.stop).await;
             let took = started.elapsed();
             tracing::info!("hook {name} for {} {} in {}", ev.key, outcome.describe(), millis(took));
-            crate::metrics::hook_run(name, &outcome, took);
+            crate::runtime::metrics::hook_run(name, &outcome, took);
             match outcome {
                 Outcome::Succeeded => return Ran::Succeeded,
                 Outcome::Interrupted => return Ran::Interrupted,
@@ -382,7 +380,7 @@ impl Deliverer {
                 return if stop { Ran::Stopped } else { Ran::Failed(shell_status(&outcome)) };
             }
             let delay = backoff(&self.retry, attempt, rand::random::<f64>());
-            crate::metrics::hook_retry(name);
+            crate::runtime::metrics::hook_retry(name);
             tracing::error!("{what}; retry {} of {} in {}", attempt + 1, self.retry.retries, millis(delay));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -512,36 +510,9 @@ fn shell_status(outcome: &Outcome) -> Option<i32> {
     }
 }
 
-/// Exponential backoff with jitter: between half and all of min·2^attempt, capped at max.
-pub fn backoff(policy: &RetryPolicy, attempt: u32, random: f64) -> Duration {
-    let full = policy.backoff_min.saturating_mul(2u32.saturating_pow(attempt)).min(policy.backoff_max);
-    full.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy { retries: 5, backoff_min: Duration::from_secs(1), backoff_max: Duration::from_secs(10) }
-    }
-
-    #[test]
-    fn backoff_doubles_each_attempt() {
-        assert_eq!(backoff(&policy(), 0, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff(&policy(), 2, 1.0), Duration::from_secs(4));
-    }
-
-    #[test]
-    fn backoff_is_capped() {
-        assert_eq!(backoff(&policy(), 20, 1.0), Duration::from_secs(10));
-        assert_eq!(backoff(&policy(), 200, 1.0), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn jitter_never_goes_below_half() {
-        assert_eq!(backoff(&policy(), 1, 0.0), Duration::from_secs(1));
-    }
 
     /// A deliverer over a temporary hooks directory whose hooks append to `log`.
     struct Fixture {

@@ -6,7 +6,8 @@
 //! a claim annotation; the holder sees it on its next renewal, stops as on SIGTERM and
 //! releases; nobody of lower priority acquires while a fresh claim exists.
 
-use crate::metrics;
+use crate::model::lease::Timing;
+use crate::runtime::metrics;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -33,13 +34,6 @@ pub enum LeaderError {
     Taken { lease: String, holder: String },
     #[error("the API server refused the Lease {lease}: {message}")]
     Refused { lease: String, message: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    pub lease_duration: Duration,
-    pub renew_deadline: Duration,
-    pub retry_period: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -462,7 +456,7 @@ fn outranks(c: &Claim, me: &str, priority: i32) -> bool {
 /// Ends every running hook at once and gives the runner a moment to wind down: another
 /// instance may already run hooks.
 async fn abort<E>(work: &CancellationToken, run: impl Future<Output = Result<(), E>>, err: LeaderError) -> LeaderError {
-    crate::hooks::spawn::abort_all();
+    crate::runtime::hooks::spawn::abort_all();
     work.cancel();
     metrics::standing_by();
     let _ = tokio::time::timeout(Duration::from_secs(1), run).await;
@@ -517,61 +511,12 @@ pub fn identity() -> String {
     format!("{host}_{}_{:08x}", std::process::id(), rand::random::<u32>())
 }
 
-/// `operator-<resource>-<hooks dir name>`, as a valid Lease name: replicas of one
-/// deployment agree on it, and a developer's checkout of the same hooks does too.
-pub fn default_lease_name(resource: &str, hooks_dir: &std::path::Path) -> String {
-    let keep = |dots: bool| move |c: char| if c.is_ascii_alphanumeric() || (dots && c == '.') { c } else { '-' };
-    let dir = hooks_dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let dir: String = dir.chars().map(keep(false)).collect();
-    let resource: String = resource.to_lowercase().chars().map(keep(true)).collect();
-    let raw = format!("operator-{resource}-{dir}");
-    // Every dot-separated label must start and end with a letter or digit.
-    let labels: Vec<&str> = raw.split('.').map(|l| l.trim_matches('-')).filter(|l| !l.is_empty()).collect();
-    let mut name = labels.join(".");
-    name.truncate(253);
-    name.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
-}
-
-/// A Lease name must be a DNS subdomain.
-pub fn valid_lease_name(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn claim(identity: &str, priority: i32, time: Timestamp) -> Claim {
         Claim { identity: identity.into(), priority, time: time.to_string() }
-    }
-
-    #[test]
-    fn the_default_lease_name_is_a_valid_name_from_type_and_hooks_directory() {
-        let name = default_lease_name("persistentvolumeclaims", std::path::Path::new("/src/My Hooks/pvc_v2/"));
-        assert_eq!(name, "operator-persistentvolumeclaims-pvc-v2");
-        assert!(valid_lease_name(&name));
-        for (resource, dir) in
-            [("evcs.example.com", "/hooks/"), ("pods", "/tmp/.tmpAbC"), ("pods", "my.hooks-"), ("x", "/")]
-        {
-            let name = default_lease_name(resource, std::path::Path::new(dir));
-            assert!(valid_lease_name(&name), "{resource} {dir}: {name}");
-        }
-        assert_eq!(default_lease_name("pods", std::path::Path::new("/tmp/.tmpAbC")), "operator-pods--tmpabc");
-    }
-
-    #[test]
-    fn lease_names_must_be_dns_subdomains() {
-        assert!(valid_lease_name("a.b-c"));
-        assert!(!valid_lease_name("Upper"));
-        assert!(!valid_lease_name("-a"));
-        assert!(!valid_lease_name("a..b"));
-        assert!(!valid_lease_name(""));
     }
 
     #[test]

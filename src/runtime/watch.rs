@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::event::{EventType, FinalizerAction, ObjectEvent};
-use crate::filter::ObjectFilter;
-use crate::journal::Journal;
+use crate::model::event::{EventType, FinalizerAction, ObjectEvent};
+use crate::model::filter::ObjectFilter;
+use crate::runtime::journal::Journal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -21,7 +21,7 @@ pub enum WatchError {
     #[error("the event queue closed")]
     QueueClosed,
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::runtime::journal::JournalError),
 }
 
 /// The identity and last JSON of an object, as the tracker needs them.
@@ -217,7 +217,7 @@ pub fn seen(mut obj: DynamicObject, resource: &ApiResource, finalizer: Option<&s
     };
     let (object, digest) = if digest {
         let value = serde_json::to_value(&obj).unwrap_or_default();
-        (value.to_string(), Some(crate::fields::digest(&value)))
+        (value.to_string(), Some(crate::model::fields::digest(&value)))
     } else {
         (serde_json::to_string(&obj).unwrap_or_else(|_| "{}".into()), None)
     };
@@ -244,7 +244,7 @@ pub struct Watch {
     pub filter: Arc<ObjectFilter>,
     pub ignore_status_changes: bool,
     /// Batched hooks (src/batch.rs): resync passes and gathered changes go here.
-    pub batch: Option<crate::batch::Feed>,
+    pub batch: Option<crate::runtime::batch::Feed>,
 }
 
 impl Watch {
@@ -257,7 +257,7 @@ impl Watch {
         loop {
             match self.api.list_metadata(&lp).await {
                 Ok(_) => return Ok(()),
-                Err(e) if crate::resolve::is_connection_error(&e) => {
+                Err(e) if crate::cluster::resolve::is_connection_error(&e) => {
                     tracing::warn!("cannot list {}: {e}; retrying in {delay:?}", self.resource.plural);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(30));
@@ -290,11 +290,11 @@ impl Watch {
         loop {
             let events = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = resync.tick(), if self.resync.is_some() => crate::batch::tap(&self.batch, tracker.sync()),
-                _ = crate::batch::sleep_until(snapshot_at), if snapshot_at.is_some() => {
+                _ = resync.tick(), if self.resync.is_some() => crate::runtime::batch::tap(&self.batch, tracker.sync()),
+                _ = crate::runtime::batch::sleep_until(snapshot_at), if snapshot_at.is_some() => {
                     snapshot_at = None;
                     if let Some(feed) = self.batch.as_ref().filter(|f| f.wants_changes()) {
-                        feed.offer(crate::batch::Pass::changed(tracker.objects()));
+                        feed.offer(crate::runtime::batch::Pass::changed(tracker.objects()));
                     }
                     continue;
                 }
@@ -305,11 +305,11 @@ impl Watch {
                 },
             };
             if snapshot_at.is_none() && self.batch.is_some() && events.iter().any(|e| e.kind != EventType::Sync) {
-                snapshot_at = Some(tokio::time::Instant::now() + crate::batch::CHANGE_DELAY);
+                snapshot_at = Some(tokio::time::Instant::now() + crate::runtime::batch::CHANGE_DELAY);
             }
-            crate::metrics::objects(tracker.len());
+            crate::runtime::metrics::objects(tracker.len());
             for mut ev in events {
-                crate::metrics::event(ev.kind.as_str());
+                crate::runtime::metrics::event(ev.kind.as_str());
                 if let (Some(j), false, true) = (&journal, ev.kind == EventType::Sync, ev.hook) {
                     j.add(&mut ev)?;
                 }
@@ -344,7 +344,7 @@ impl Watch {
             }
             watcher::Event::InitDone => {
                 let out = tracker.init_done();
-                crate::metrics::set_ready(true);
+                crate::runtime::metrics::set_ready(true);
                 tracing::info!("listed {} {}; watching for changes", tracker.len(), self.resource.plural);
                 out
             }
@@ -367,7 +367,7 @@ impl Watch {
 }
 
 fn report_outage(outage: &mut bool, e: &watcher::Error) {
-    crate::metrics::watch_failed();
+    crate::runtime::metrics::watch_failed();
     if !*outage {
         tracing::warn!("watch interrupted: {e}; reconnecting with backoff");
         *outage = true;
@@ -377,7 +377,7 @@ fn report_outage(outage: &mut bool, e: &watcher::Error) {
 }
 
 fn report_recovery(outage: &mut bool) {
-    crate::metrics::watch_ok();
+    crate::runtime::metrics::watch_ok();
     if std::mem::take(outage) {
         tracing::info!("watch recovered");
     }

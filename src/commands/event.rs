@@ -1,9 +1,9 @@
 //! `operator event`: posts a Kubernetes Event about the hook's object, or about --object KIND/NS/NAME.
 
 use crate::cli::{EventArgs, EventType};
-use crate::event_file::{self, EventFileError};
-use crate::report::{self, Note, ReportError, Severity};
-use crate::resolve::{self, ResolveError};
+use crate::cluster::report::{self, Note, ReportError, Severity};
+use crate::cluster::resolve::{self, ResolveError};
+use crate::commands::event_file::{self, EventFileError};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};

@@ -1,17 +1,17 @@
 //! Wires the parts together: client, type resolution, watch, queue, hooks; handles signals.
 
+use crate::cluster::finalizer::Finalizers;
+use crate::cluster::report::Reporter;
+use crate::cluster::resolve::{self, Resolved};
 use crate::config::{Config, LeaderConfig, Scope};
-use crate::deliver::Deliverer;
-use crate::event::ObjectEvent;
-use crate::finalizer::Finalizers;
-use crate::hooks::HookDir;
-use crate::hooks::env::Settings;
-use crate::hooks::spawn::Limits;
-use crate::journal::Journal;
-use crate::leader;
-use crate::report::Reporter;
-use crate::resolve::{self, Resolved};
-use crate::watch::{Tracker, Watch};
+use crate::model::event::ObjectEvent;
+use crate::runtime::deliver::Deliverer;
+use crate::runtime::hooks::HookDir;
+use crate::runtime::hooks::env::Settings;
+use crate::runtime::hooks::spawn::Limits;
+use crate::runtime::journal::Journal;
+use crate::runtime::leader;
+use crate::runtime::watch::{Tracker, Watch};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -34,21 +34,21 @@ pub enum RunError {
     #[error(transparent)]
     Resolve(#[from] resolve::ResolveError),
     #[error(transparent)]
-    Watch(#[from] crate::watch::WatchError),
+    Watch(#[from] crate::runtime::watch::WatchError),
     #[error("cannot create the directory for event files")]
     EventDir(#[source] std::io::Error),
     #[error("cannot listen for signals")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::runtime::journal::JournalError),
     #[error(transparent)]
-    Startup(#[from] crate::deliver::DeliverError),
+    Startup(#[from] crate::runtime::deliver::DeliverError),
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
     #[error(transparent)]
-    Listen(#[from] crate::listen::ListenError),
+    Listen(#[from] crate::runtime::listen::ListenError),
     #[error(transparent)]
-    Record(#[from] crate::record::RecordError),
+    Record(#[from] crate::runtime::record::RecordError),
 }
 
 /// How long a watch may stay silent before it is restarted (the server sends
@@ -62,7 +62,7 @@ const LIST_PAGE_SIZE: u32 = 100;
 
 pub async fn run(cfg: Config) -> Result<(), RunError> {
     if let Some(l) = cfg.listen {
-        crate::listen::start(l.addr, l.unhealthy_after).await?;
+        crate::runtime::listen::start(l.addr, l.unhealthy_after).await?;
     }
     let (client, default_ns) = client(&cfg).await?;
     let resolved = resolve::resolve(&client, &cfg.object).await?;
@@ -84,7 +84,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
     let result = match &cfg.leader {
         None => {
-            crate::metrics::leader(true);
+            crate::runtime::metrics::leader(true);
             serve(&cfg, client.clone(), &resolved, new_watch(), stop).await
         }
         Some(l) => {
@@ -102,7 +102,7 @@ fn election(l: &LeaderConfig, client: Client, r: &Resolved, cfg: &Config, defaul
         "" => r.resource.plural.clone(),
         group => format!("{}.{group}", r.resource.plural),
     };
-    let name = l.name.clone().unwrap_or_else(|| leader::default_lease_name(&resource, &cfg.hooks_dir));
+    let name = l.name.clone().unwrap_or_else(|| crate::model::lease::default_lease_name(&resource, &cfg.hooks_dir));
     leader::Election::new(client, l.namespace.as_deref().unwrap_or(default_ns), &name, l.priority, l.timing)
 }
 
@@ -126,11 +126,11 @@ async fn serve(
         name,
     });
     // Batched hooks (src/batch.rs): their own task, so they hold no worker.
-    let (feed, batches) = crate::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
+    let (feed, batches) = crate::runtime::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
     watch.batch = Some(feed);
     let deliverer = Arc::new(deliverer);
     deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
-    let record = cfg.record.as_deref().map(crate::record::Record::open).transpose()?.map(Arc::new);
+    let record = cfg.record.as_deref().map(crate::runtime::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
     let d = deliverer.clone();
     let handle = move |ev: ObjectEvent| {
@@ -142,7 +142,7 @@ async fn serve(
             d.handle(&ev).await;
         }
     };
-    let dispatcher = tokio::spawn(crate::queue::dispatch(rx, cfg.workers, handle, stop.clone()));
+    let dispatcher = tokio::spawn(crate::runtime::queue::dispatch(rx, cfg.workers, handle, stop.clone()));
     for ev in unfinished {
         let _ = tx.send(ev).await;
     }

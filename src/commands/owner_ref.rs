@@ -1,6 +1,6 @@
 //! `operator owner-ref`: the ownerReferences that make an object a child of the hook's object.
 
-use crate::event_file::{self, EventFileError};
+use crate::commands::event_file::{self, EventFileError};
 use serde_json::{Value, json};
 
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! logs its output line by line, and ends it on timeout or shutdown.
 
 use super::env::HookCommand;
+use crate::model::outcome::Outcome;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::os::fd::OwnedFd;
@@ -14,31 +15,6 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
-
-/// How a hook run ended.
-#[derive(Debug)]
-pub enum Outcome {
-    Succeeded,
-    Failed(i32),
-    Killed(i32),
-    TimedOut,
-    /// The runner is shutting down and the hook was ended after the grace period.
-    Interrupted,
-    NotStarted(std::io::Error),
-}
-
-impl Outcome {
-    pub fn describe(&self) -> String {
-        match self {
-            Outcome::Succeeded => "succeeded".into(),
-            Outcome::Failed(code) => format!("exited with status {code}"),
-            Outcome::Killed(sig) => format!("was killed by signal {sig}"),
-            Outcome::TimedOut => "timed out".into(),
-            Outcome::Interrupted => "was interrupted by shutdown".into(),
-            Outcome::NotStarted(e) => format!("could not be started: {e}"),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -195,7 +171,7 @@ async fn forward<R: AsyncRead + Unpin>(pipe: Option<R>, label: &str) {
 
 fn log_line(label: &str, line: &str) {
     use tracing::Level;
-    match crate::log::parse_hook_line(line) {
+    match crate::model::hook_line::parse(line) {
         Some((Level::ERROR, msg)) => tracing::error!("[{label}] {msg}"),
         Some((Level::WARN, msg)) => tracing::warn!("[{label}] {msg}"),
         Some((Level::DEBUG, msg)) => tracing::debug!("[{label}] {msg}"),
