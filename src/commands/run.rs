@@ -6,6 +6,8 @@ use crate::cluster::resolve::{self, Resolved};
 use crate::config::{Config, LeaderConfig, Scope};
 use crate::model::event::ObjectEvent;
 use crate::runtime::deliver::Deliverer;
+use crate::runtime::deliver::aftermath::Aftermath;
+use crate::runtime::deliver::attempt::Attempts;
 use crate::runtime::hooks::HookDir;
 use crate::runtime::hooks::env::Settings;
 use crate::runtime::hooks::spawn::Limits;
@@ -118,18 +120,18 @@ async fn serve(
     let event_dir = EventDir::create()?;
     let (journal, unfinished) = open_journal(cfg)?;
     let mut deliverer = deliverer(cfg, Some(client.clone()), event_dir.0.clone(), stop.clone());
-    deliverer.journal = journal.clone();
-    deliverer.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
+    deliverer.after.journal = journal.clone();
+    deliverer.after.finalizers = cfg.finalizer.clone().map(|name| Finalizers {
         client,
         resource: r.resource.clone(),
         namespaced: r.namespaced,
         name,
     });
-    // Batched hooks (src/batch.rs): their own task, so they hold no worker.
+    // Batched hooks (src/runtime/batch.rs): their own task, so they hold no worker.
     let (feed, batches) = crate::runtime::batch::Batcher::from_deliverer(&deliverer, &cfg.flatten.prefix).start();
     watch.batch = Some(feed);
     let deliverer = Arc::new(deliverer);
-    deliverer.run_lifecycle("startup", deliverer.limits, true, &stop).await?;
+    deliverer.run_lifecycle("startup", deliverer.attempts.limits, true, &stop).await?;
     let record = cfg.record.as_deref().map(crate::runtime::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
     let d = deliverer.clone();
@@ -232,17 +234,10 @@ pub fn deliverer(cfg: &Config, client: Option<Client>, event_dir: PathBuf, stop:
         hook_env: cfg.hook_env.clone(),
         arg_max: arg_max(),
     };
-    let limits = Limits { timeout: cfg.hook_timeout, grace: cfg.grace_period };
-    Deliverer::new(
-        HookDir::new(&cfg.hooks_dir),
-        settings,
-        cfg.flatten.clone(),
-        cfg.retry,
-        limits,
-        event_dir,
-        stop,
-        client.map(Reporter::new),
-    )
+    let attempts =
+        Attempts { retry: cfg.retry, limits: Limits { timeout: cfg.hook_timeout, grace: cfg.grace_period }, stop };
+    let after = Aftermath { reporter: client.map(Reporter::new), ..Aftermath::default() };
+    Deliverer::new(HookDir::new(&cfg.hooks_dir), settings, cfg.flatten.clone(), attempts, event_dir, after)
 }
 
 /// With --context, hooks get a private copy of the kubeconfig whose current context

@@ -157,11 +157,11 @@ impl Batcher {
         Batcher {
             hooks: d.hooks.clone(),
             env: d.env.clone(),
-            limits: d.limits,
-            retry: d.retry,
-            event_dir: d.event_dir.clone(),
+            limits: d.attempts.limits,
+            retry: d.attempts.retry,
+            event_dir: d.files.dir().to_path_buf(),
             prefix: prefix.to_string(),
-            stop: d.stop.clone(),
+            stop: d.attempts.stop.clone(),
         }
     }
 
