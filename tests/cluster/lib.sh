@@ -20,10 +20,12 @@
 #   run_tests                        # runs test_* in definition order
 #
 # Functions:
-#   cluster_up                 start a cluster (tests/cluster/start.sh), export
+#   cluster_up [--real-nodes]  start a cluster (tests/cluster/start.sh), export
 #                              CLUSTER_DIR and KUBECONFIG, stop it on EXIT.
 #                              With CLUSTER_DIR already set to a running
 #                              cluster, uses that one and leaves it running.
+#                              --real-nodes: kubelets and containerd (README.md);
+#                              TOOLS_IMAGE is then the image every node holds.
 #   new_namespace PREFIX       create a unique namespace, wait for its default
 #                              service account, echo its name.
 #   operator_start NAME ARGS.. run "$OPERATOR_BIN" ARGS -l $CLUSTER_DIR/logs/NAME.log
@@ -59,7 +61,7 @@ cluster_up() {
     _cluster_env
     return 0
   fi
-  CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" --owner-pid $$) || {
+  CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" --owner-pid $$ "$@") || {
     echo "cluster_up: tests/cluster/start.sh failed" >&2
     return 1
   }
@@ -72,6 +74,7 @@ cluster_up() {
 # later clusters: keep one cache per cluster.
 _cluster_env() {
   export CLUSTER_DIR KUBECONFIG=$CLUSTER_DIR/kubeconfig KUBECACHEDIR=$CLUSTER_DIR/kube-cache
+  if [[ -f $CLUSTER_DIR/tools-image ]]; then TOOLS_IMAGE=$(<"$CLUSTER_DIR/tools-image"); export TOOLS_IMAGE; fi
 }
 
 cluster_down() {
@@ -156,6 +159,11 @@ fail() {
     if [[ -s $f ]]; then
       echo "--- pod simulator: logs/kubelet.log (last 20 lines)"
       tail -n 20 "$f"
+    fi
+    if [[ -d $CLUSTER_DIR/real ]]; then
+      echo "--- real nodes: pods and the last events"
+      kubectl get pods -A -o wide 2>&1 | tail -n 30
+      kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 20
     fi
   } >&2
   return 1
