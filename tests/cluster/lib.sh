@@ -20,11 +20,11 @@
 #   run_tests                        # runs test_* in definition order
 #
 # Functions:
-#   cluster_up [--real-nodes]  start a cluster (tests/cluster/start.sh), export
+#   cluster_up                 start a cluster (tests/cluster/start.sh), export
 #                              CLUSTER_DIR and KUBECONFIG, stop it on EXIT.
 #                              With CLUSTER_DIR already set to a running
 #                              cluster, uses that one and leaves it running.
-#                              --real-nodes: kubelets and containerd (README.md);
+#   cluster_up_real_nodes      the same with real nodes (start.sh --real-nodes);
 #                              TOOLS_IMAGE is then the image every node holds.
 #   new_namespace PREFIX       create a unique namespace, wait for its default
 #                              service account, echo its name.
@@ -56,12 +56,18 @@ export OPERATOR_BIN=${OPERATOR_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug
 _LIB_OWN_CLUSTER=0
 _LIB_OPERATORS=()
 
-cluster_up() {
+cluster_up() { _cluster_up simulated; }
+cluster_up_real_nodes() { _cluster_up --real-nodes; }
+
+# _cluster_up simulated|--real-nodes
+_cluster_up() {
+  local flags=(--owner-pid $$)
+  [[ $1 == simulated ]] || flags+=("$1")
   if [[ -n ${CLUSTER_DIR:-} && -f $CLUSTER_DIR/kubeconfig ]]; then
     _cluster_env
     return 0
   fi
-  CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" --owner-pid $$ "$@") || {
+  CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" "${flags[@]}") || {
     echo "cluster_up: tests/cluster/start.sh failed" >&2
     return 1
   }
