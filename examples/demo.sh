@@ -183,7 +183,7 @@ demo_evc() {
     run_operator -o pvc -n "$NS" -h hooks/pvc -E "STORAGE_CLASS=$CLASS,JOB_NAMESPACE=$NS"
     step "creating the claim (examples/evc/evc.yaml) in class $CLASS and a pod that uses it"
     kubectl -n "$NS" create --dry-run=client -o json -f examples/evc/evc.yaml |
-      jq --arg class "$CLASS" '.spec.storageClassName = $class' | kubectl -n "$NS" apply -f -
+      jq --arg class "$CLASS" '.spec.storageClassName = $class | del(.metadata.namespace)' | kubectl -n "$NS" apply -f -
     evc_pod | kubectl -n "$NS" apply -f -
     waiting kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=InUse evc/my-claim-1 --timeout="${TIMEOUT}s"
     step "kubectl get evc,pvc,pod while the pod runs"
@@ -199,6 +199,8 @@ demo_evc() {
     step "waiting for the expiry"
   fi
   waiting kubectl -n "$NS" wait --for=delete evc/my-claim-1 --timeout="${TIMEOUT}s"
+  # kubernetes.io/pvc-protection keeps a claim while a pod names it, even a finished one.
+  ((used == 0)) || kubectl -n "$NS" delete pod evc-user
   # The PVC goes with its owner (garbage collection) or by the deleted hook.
   waiting kubectl -n "$NS" wait --for=delete pvc/my-claim-1 --timeout="${TIMEOUT}s" 2>/dev/null || true
   step "kubectl get evc,pvc"
@@ -221,7 +223,7 @@ EOF
 # examples/evc/pod.yaml, with the image the nodes hold and a shorter run.
 evc_pod() {
   kubectl create --dry-run=client -o json -f examples/evc/pod.yaml | jq --arg image "$(cat "$CLUSTER_DIR/tools-image")" '
-    .metadata.name = "evc-user" | .spec.terminationGracePeriodSeconds = 0
+    .metadata.name = "evc-user" | del(.metadata.namespace) | .spec.terminationGracePeriodSeconds = 0
     | .spec.containers[0] += {image: $image, imagePullPolicy: "IfNotPresent",
         command: ["sh", "-c", "df -h /vol && echo used > /vol/f && sleep 5 && cat /vol/f"]}'
 }

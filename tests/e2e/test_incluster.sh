@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
-# The operator image run the way deploy/pvc and deploy/evc run it in a
-# cluster, against the local control plane: the image from
+# The operator image in the cluster, two ways, on a local cluster with real
+# nodes (tests/cluster/start.sh --real-nodes).
+#
+# For real (test_pvc_deployment_runs_on_the_nodes): the image loaded into the
+# nodes, deploy/pvc applied through a kustomize overlay that pins it, and the
+# kubelets run the Deployment: two replicas Ready (probes on /readyz and
+# /healthz), one leader, in-cluster config from the pod's token, the API
+# server through the `kubernetes` Service, a claim provisioned by the pod,
+# the hand-over when the leader pod is deleted.
+#
+# With podman (the other tests), for what the 1.20 kubelet cannot show or a
+# test cannot stage in a pod: a projected token rotated and revoked under the
+# running runner (1.20 mounts legacy Secret tokens), the container's memory
+# and CPU measured from its cgroup, an upgrade's two runner versions side by
+# side, the image's own tools. The image from
 # deploy/build-image.sh; the container's args, env, user, read-only root,
 # capabilities, seccomp, emptyDir and limits read from the rendered
 # Deployment (never copied here); the service account's token, CA and namespace where a kubelet
@@ -8,7 +21,7 @@
 # KUBERNETES_SERVICE_HOST/PORT pointing at the local API server (loopback,
 # hence --network host). No kubeconfig anywhere in the container.
 #
-# Env: INCLUSTER_IMAGE=NAME skips the build and uses that image.
+# Env: INCLUSTER_IMAGE=NAME skips the build and uses that image (podman's).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 # shellcheck source=../cluster/lib.sh
@@ -34,10 +47,21 @@ build_image() {
   echo "# built $IMAGE in $((SECONDS - t0)) s, $(image_mib) MiB" >&2
 }
 
+# The image as a docker-archive, for tests/cluster/load-image.sh.
+save_image() {
+  ARCHIVE=$(mktemp "${TMPDIR:-/tmp}/incluster-image.XXXXXX.tar")
+  rm -f "$ARCHIVE"
+  podman_ save --format docker-archive -o "$ARCHIVE" "$IMAGE" >/dev/null 2>&1 || {
+    echo "podman save $IMAGE failed" >&2
+    exit 1
+  }
+}
+
 image_mib() { echo $(($(podman_ image inspect -f '{{.Size}}' "$IMAGE") / 1048576)); }
 
 build_image
-cluster_up
+save_image
+cluster_up_real_nodes
 # Containers are not children of this script (conmon runs them), so stop.sh
 # would not end them: every one is named incluster-NAME-$$ and removed here.
 remove_containers() {
@@ -46,7 +70,7 @@ remove_containers() {
     podman_ rm -f -t 2 "$c" >/dev/null 2>&1 || true
   done
 }
-trap 'remove_containers; cluster_down' EXIT
+trap 'remove_containers; rm -f "$ARCHIVE"; cluster_down' EXIT
 
 # --- the manifests --------------------------------------------------------------
 
@@ -501,6 +525,88 @@ readme_block() {
 
 # A claim deleted while no operator runs waits for it; the README's command
 # releases it.
+# --- the Deployment run by the kubelets -------------------------------------------
+
+# pvc_pods: the running pods of deploy/pvc's Deployment (not being deleted), JSON.
+pvc_pods() {
+  kubectl -n operator-pvc get pods -l app.kubernetes.io/instance=operator-pvc -o json |
+    jq -c '[.items[] | select(.metadata.deletionTimestamp == null)]'
+}
+# ready_pods N: N such pods, each Running and Ready, none restarted.
+ready_pods() {
+  pvc_pods | jq -e --argjson n "$1" 'map(select(.status.phase == "Running"
+    and any(.status.conditions[]?; .type == "Ready" and .status == "True"))) | length == $n' >/dev/null
+}
+# The pod whose log says it leads, and how many say so.
+leaders() {
+  local pod
+  for pod in $(pvc_pods | jq -r '.[].metadata.name'); do
+    kubectl -n operator-pvc logs "$pod" 2>/dev/null | grep -q ' INFO leading: ' && echo "$pod"
+  done
+  return 0
+}
+one_leader() { [[ $(leaders | wc -l) == 1 ]]; }
+no_pvc_pods() { [[ $(pvc_pods | jq length) == 0 ]]; }
+standby_count() {
+  local pod n=0
+  for pod in $(pvc_pods | jq -r '.[].metadata.name'); do
+    kubectl -n operator-pvc logs "$pod" 2>/dev/null | grep -q ' INFO standing by: ' && n=$((n + 1))
+  done
+  echo "$n"
+}
+
+# pinned_overlay: a kustomize overlay of deploy/pvc pinning the image just built.
+pinned_overlay() {
+  local dir
+  dir=$(mktemp -d "$CLUSTER_DIR/overlay.XXXXXX")
+  cat >"$dir/kustomization.yaml" <<EOF
+resources: [$(realpath --relative-to="$dir" "$REPO_ROOT/deploy/pvc")]
+images:
+  - {name: localhost/operator, newName: ${IMAGE%:*}, newTag: "${IMAGE##*:}"}
+EOF
+  echo "$dir"
+}
+
+test_pvc_deployment_runs_on_the_nodes() {
+  local overlay cns leader pod uid restarts
+  "$REPO_ROOT/tests/cluster/load-image.sh" "$CLUSTER_DIR" "$ARCHIVE" || fail "could not load $IMAGE into the nodes"
+  overlay=$(pinned_overlay)
+  kubectl apply -k "$overlay" >/dev/null 2>&1 || fail "kubectl apply -k (deploy/pvc, image pinned) failed"
+  [[ $(kubectl -n operator-pvc get deploy operator -o jsonpath='{.spec.template.spec.containers[0].image}') == "$IMAGE" ]] \
+    || fail "the overlay did not pin $IMAGE"
+  # Pods of the earlier tests' applies waited for an image no node had: new ones.
+  kubectl -n operator-pvc rollout restart deploy/operator >/dev/null
+  wait_until 180 ready_pods 2 || fail "two replicas never became Running and Ready: $(kubectl -n operator-pvc get pods -o wide 2>&1)"
+  wait_until 30 one_leader || fail "not exactly one leader: $(leaders)"
+  [[ $(standby_count) == 1 ]] || fail "the other replica does not stand by"
+  leader=$(leaders)
+  kubectl -n operator-pvc logs "$leader" | grep -q "watching persistentvolumeclaims (all namespaces)" \
+    || fail "the leader does not watch: $(kubectl -n operator-pvc logs "$leader" | tail -n 20)"
+  cns=$(new_namespace deployed)
+  example_claim "$cns" by-pod
+  uid=$(kubectl -n "$cns" get pvc by-pod -o jsonpath='{.metadata.uid}')
+  wait_until 90 bound "$cns" by-pod || fail "the operator pod did not provision the claim: $(kubectl -n operator-pvc logs "$leader" | tail -n 20)"
+  [[ -d $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_by-pod ]] || fail "no volume directory on kind-worker2"
+  kubectl -n operator-pvc logs "$leader" | grep -q "\[snapshot\]" || fail "the claim was not provisioned by the leader pod"
+
+  # The leader pod goes (a drain, an eviction): the standby takes over at once.
+  kubectl -n operator-pvc delete pod "$leader" --wait=false >/dev/null
+  wait_until 60 one_leader || fail "no new leader after the leader pod was deleted"
+  pod=$(leaders)
+  [[ $pod != "$leader" ]] || fail "the deleted pod still leads"
+  example_claim "$cns" after-handover
+  wait_until 90 bound "$cns" after-handover || fail "the new leader did not provision a claim"
+  wait_until 120 ready_pods 2 || fail "the Deployment did not get back to two Ready replicas"
+  restarts=$(pvc_pods | jq '[.[].status.containerStatuses[]?.restartCount] | add')
+  [[ $restarts == 0 ]] || fail "containers restarted $restarts times (liveness probe /healthz?)"
+  kubectl -n "$cns" delete pvc by-pod after-handover --wait=false >/dev/null
+  wait_until 60 gone "$cns" pvc by-pod || fail "the claim's deletion was not finished by the pod"
+  [[ ! -e $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_by-pod ]] || fail "the volume directory stayed"
+  # The next tests need no operator running.
+  kubectl -n operator-pvc scale deploy/operator --replicas=0 >/dev/null
+  wait_until 60 no_pvc_pods || fail "the Deployment's pods did not stop"
+}
+
 test_readme_releases_claims_left_terminating() {
   local ns finalizer script
   finalizer=$(pod_args "$(deployment_of pvc)" | sed -n 's/^--finalizer=//p')
