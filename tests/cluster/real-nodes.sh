@@ -191,6 +191,10 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 resolvConf: /etc/resolv.conf
+# A node registers before its runtime is checked, NotReady; the next status
+# (10 s later by default) says Ready. Looking every 2 s makes it Ready sooner;
+# the status is still posted only when it changes (and once a minute).
+nodeStatusUpdateFrequency: 2s
 EOF
 }
 
