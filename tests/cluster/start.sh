@@ -197,6 +197,8 @@ run() {
   shift
   setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 &
   echo $! >"$DIR/pids/$name"
+  # stop.sh ends it, not this shell: no "Killed" report from bash on a failed start.
+  disown $!
   STARTED=1
 }
 
