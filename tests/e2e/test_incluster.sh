@@ -525,86 +525,107 @@ readme_block() {
 
 # A claim deleted while no operator runs waits for it; the README's command
 # releases it.
-# --- the Deployment run by the kubelets -------------------------------------------
+# --- the Deployments run by the kubelets -------------------------------------------
 
-# pvc_pods: the running pods of deploy/pvc's Deployment (not being deleted), JSON.
-pvc_pods() {
-  kubectl -n operator-pvc get pods -l app.kubernetes.io/instance=operator-pvc -o json |
+# dep_pods BASE: the pods of deploy/BASE's Deployment (namespace operator-BASE)
+# that are not being deleted, as a JSON array.
+dep_pods() {
+  kubectl -n "operator-$1" get pods -l "app.kubernetes.io/instance=operator-$1" -o json |
     jq -c '[.items[] | select(.metadata.deletionTimestamp == null)]'
 }
-# ready_pods N: N such pods, each Running and Ready, none restarted.
+# ready_pods BASE N: N such pods, each Running and Ready.
 ready_pods() {
-  pvc_pods | jq -e --argjson n "$1" 'map(select(.status.phase == "Running"
-    and any(.status.conditions[]?; .type == "Ready" and .status == "True"))) | length == $n' >/dev/null
+  dep_pods "$1" | jq -e --argjson n "$2" 'length == $n and all(.[]; .status.phase == "Running"
+    and any(.status.conditions[]?; .type == "Ready" and .status == "True"))' >/dev/null
 }
-# The pod whose log says it leads, and how many say so.
-leaders() {
+no_pods() { [[ $(dep_pods "$1" | jq length) == 0 ]]; }
+# logging BASE REGEX: the pods whose log matches REGEX, one name a line.
+logging() {
   local pod
-  for pod in $(pvc_pods | jq -r '.[].metadata.name'); do
-    kubectl -n operator-pvc logs "$pod" 2>/dev/null | grep -q ' INFO leading: ' && echo "$pod"
+  for pod in $(dep_pods "$1" | jq -r '.[].metadata.name'); do
+    kubectl -n "operator-$1" logs "$pod" 2>/dev/null | grep -Eq -- "$2" && echo "$pod"
   done
   return 0
 }
-one_leader() { [[ $(leaders | wc -l) == 1 ]]; }
-no_pvc_pods() { [[ $(pvc_pods | jq length) == 0 ]]; }
-standby_count() {
-  local pod n=0
-  for pod in $(pvc_pods | jq -r '.[].metadata.name'); do
-    kubectl -n operator-pvc logs "$pod" 2>/dev/null | grep -q ' INFO standing by: ' && n=$((n + 1))
-  done
-  echo "$n"
-}
+one_leader() { [[ $(logging "$1" ' INFO leading: ' | wc -l) == 1 ]]; }
+restarts() { dep_pods "$1" | jq '[.[].status.containerStatuses[]?.restartCount] | add // 0'; }
 
-# pinned_overlay: a kustomize overlay of deploy/pvc pinning the image just built.
+# pinned_overlay BASE: a kustomize overlay of deploy/BASE pinning the image just built.
 pinned_overlay() {
   local dir
-  dir=$(mktemp -d "$CLUSTER_DIR/overlay.XXXXXX")
+  dir=$(mktemp -d "$CLUSTER_DIR/overlay-$1.XXXXXX")
   cat >"$dir/kustomization.yaml" <<EOF
-resources: [$(realpath --relative-to="$dir" "$REPO_ROOT/deploy/pvc")]
+resources: [$(realpath --relative-to="$dir" "$REPO_ROOT/deploy/$1")]
 images:
   - {name: localhost/operator, newName: ${IMAGE%:*}, newTag: "${IMAGE##*:}"}
 EOF
   echo "$dir"
 }
 
-test_pvc_deployment_runs_on_the_nodes() {
-  local overlay cns leader pod uid restarts
-  "$REPO_ROOT/tests/cluster/load-image.sh" "$CLUSTER_DIR" "$ARCHIVE" || fail "could not load $IMAGE into the nodes"
-  overlay=$(pinned_overlay)
-  kubectl apply -k "$overlay" >/dev/null 2>&1 || fail "kubectl apply -k (deploy/pvc, image pinned) failed"
-  [[ $(kubectl -n operator-pvc get deploy operator -o jsonpath='{.spec.template.spec.containers[0].image}') == "$IMAGE" ]] \
+# deploy_for_real BASE: apply the pinned overlay, then two replicas Ready, one
+# leading and one standing by.
+deploy_for_real() {
+  local base=$1
+  kubectl apply -k "$(pinned_overlay "$base")" >/dev/null 2>&1 || fail "kubectl apply -k (deploy/$base, image pinned) failed"
+  [[ $(kubectl -n "operator-$base" get deploy operator -o jsonpath='{.spec.template.spec.containers[0].image}') == "$IMAGE" ]] \
     || fail "the overlay did not pin $IMAGE"
   # Pods of the earlier tests' applies waited for an image no node had: new ones.
-  kubectl -n operator-pvc rollout restart deploy/operator >/dev/null
-  wait_until 180 ready_pods 2 || fail "two replicas never became Running and Ready: $(kubectl -n operator-pvc get pods -o wide 2>&1)"
-  wait_until 30 one_leader || fail "not exactly one leader: $(leaders)"
-  [[ $(standby_count) == 1 ]] || fail "the other replica does not stand by"
-  leader=$(leaders)
-  kubectl -n operator-pvc logs "$leader" | grep -q "watching persistentvolumeclaims (all namespaces)" \
-    || fail "the leader does not watch: $(kubectl -n operator-pvc logs "$leader" | tail -n 20)"
+  kubectl -n "operator-$base" rollout restart deploy/operator >/dev/null
+  wait_until 180 ready_pods "$base" 2 \
+    || fail "deploy/$base: two replicas never became Running and Ready: $(kubectl -n "operator-$base" get pods -o wide 2>&1)"
+  wait_until 30 one_leader "$base" || fail "deploy/$base: not exactly one leader: $(logging "$base" ' INFO leading: ')"
+  [[ $(logging "$base" ' INFO standing by: ' | wc -l) == 1 ]] || fail "deploy/$base: the other replica does not stand by"
+}
+
+# The leader of deploy/BASE, and its log.
+leader_of() { logging "$1" ' INFO leading: '; }
+leader_log() { kubectl -n "operator-$1" logs "$(leader_of "$1")"; }
+
+test_pvc_deployment_runs_on_the_nodes() {
+  local cns leader uid dir
+  "$REPO_ROOT/tests/cluster/load-image.sh" "$CLUSTER_DIR" "$ARCHIVE" || fail "could not load $IMAGE into the nodes"
+  deploy_for_real pvc
+  leader=$(leader_of pvc)
+  # In-cluster config: the pod's token, the API server through the Service.
+  leader_log pvc | grep -q "watching persistentvolumeclaims (all namespaces)" \
+    || fail "the leader does not watch: $(leader_log pvc | tail -n 20)"
   cns=$(new_namespace deployed)
   example_claim "$cns" by-pod
   uid=$(kubectl -n "$cns" get pvc by-pod -o jsonpath='{.metadata.uid}')
-  wait_until 90 bound "$cns" by-pod || fail "the operator pod did not provision the claim: $(kubectl -n operator-pvc logs "$leader" | tail -n 20)"
-  [[ -d $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_by-pod ]] || fail "no volume directory on kind-worker2"
-  kubectl -n operator-pvc logs "$leader" | grep -q "\[snapshot\]" || fail "the claim was not provisioned by the leader pod"
+  dir=$CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_by-pod
+  wait_until 90 bound "$cns" by-pod || fail "the operator pod did not provision the claim: $(leader_log pvc | tail -n 20)"
+  [[ -d $dir ]] || fail "no volume directory on kind-worker2"
+  leader_log pvc | grep -q "created PersistentVolume pvc-$uid" || fail "the claim was not provisioned by the leader pod"
 
   # The leader pod goes (a drain, an eviction): the standby takes over at once.
   kubectl -n operator-pvc delete pod "$leader" --wait=false >/dev/null
-  wait_until 60 one_leader || fail "no new leader after the leader pod was deleted"
-  pod=$(leaders)
-  [[ $pod != "$leader" ]] || fail "the deleted pod still leads"
+  wait_until 60 one_leader pvc || fail "no new leader after the leader pod was deleted"
+  [[ $(leader_of pvc) != "$leader" ]] || fail "the deleted pod still leads"
   example_claim "$cns" after-handover
   wait_until 90 bound "$cns" after-handover || fail "the new leader did not provision a claim"
-  wait_until 120 ready_pods 2 || fail "the Deployment did not get back to two Ready replicas"
-  restarts=$(pvc_pods | jq '[.[].status.containerStatuses[]?.restartCount] | add')
-  [[ $restarts == 0 ]] || fail "containers restarted $restarts times (liveness probe /healthz?)"
+  wait_until 120 ready_pods pvc 2 || fail "the Deployment did not get back to two Ready replicas"
+  [[ $(restarts pvc) == 0 ]] || fail "containers restarted $(restarts pvc) times (liveness probe /healthz?)"
   kubectl -n "$cns" delete pvc by-pod after-handover --wait=false >/dev/null
   wait_until 60 gone "$cns" pvc by-pod || fail "the claim's deletion was not finished by the pod"
-  [[ ! -e $CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_by-pod ]] || fail "the volume directory stayed"
+  [[ ! -e $dir ]] || fail "the volume directory stayed"
   # The next tests need no operator running.
   kubectl -n operator-pvc scale deploy/operator --replicas=0 >/dev/null
-  wait_until 60 no_pvc_pods || fail "the Deployment's pods did not stop"
+  wait_until 60 no_pods pvc || fail "the Deployment's pods did not stop"
+}
+
+test_evc_deployment_runs_on_the_nodes() {
+  local cns
+  [[ -n $(kubectl get crd ephemeralvolumeclaims.zalando.org -o name 2>/dev/null) ]] || fail "no EVC CRD"
+  deploy_for_real evc
+  cns=$(new_namespace evc-deployed)
+  kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/evc/evc.yaml" |
+    jq -c '.spec.expiryPeriod = 5 | del(.metadata.namespace)' | kubectl -n "$cns" apply -f - >/dev/null
+  wait_until 60 kubectl -n "$cns" get pvc my-claim-1 >/dev/null || fail "the evc pod made no PVC: $(leader_log evc | tail -n 20)"
+  wait_until 60 gone "$cns" evc my-claim-1 || fail "the evc pod did not expire the claim"
+  leader_log evc | grep -q "$cns/my-claim-1: Countdown to expiry: reached" || fail "the leader pod did not log the expiry"
+  [[ $(restarts evc) == 0 ]] || fail "containers restarted $(restarts evc) times"
+  kubectl -n operator-evc scale deploy/operator --replicas=0 >/dev/null
+  wait_until 60 no_pods evc || fail "the Deployment's pods did not stop"
 }
 
 test_readme_releases_claims_left_terminating() {
