@@ -539,15 +539,22 @@ ready_pods() {
     and any(.status.conditions[]?; .type == "Ready" and .status == "True"))' >/dev/null
 }
 no_pods() { [[ $(dep_pods "$1" | jq length) == 0 ]]; }
-# logging BASE REGEX: the pods whose log matches REGEX, one name a line.
-logging() {
-  local pod
+# roles BASE: "POD leading" or "POD standing" for each pod, from the last of
+# its log lines about the Lease (a standby that took over logged both).
+roles() {
+  local pod last
   for pod in $(dep_pods "$1" | jq -r '.[].metadata.name'); do
-    kubectl -n "operator-$1" logs "$pod" 2>/dev/null | grep -Eq -- "$2" && echo "$pod"
+    last=$(kubectl -n "operator-$1" logs "$pod" 2>/dev/null | grep -E ' INFO (leading|standing by): ' | tail -n 1)
+    case $last in
+      *' INFO leading: '*) echo "$pod leading" ;;
+      *' INFO standing by: '*) echo "$pod standing" ;;
+    esac
   done
   return 0
 }
-one_leader() { [[ $(logging "$1" ' INFO leading: ' | wc -l) == 1 ]]; }
+# One pod leads and the other stands by.
+one_leader() { [[ $(roles "$1" | awk '{print $2}' | sort | tr '\n' ' ') == "leading standing " ]]; }
+leader_of() { roles "$1" | awk '$2 == "leading" {print $1}'; }
 restarts() { dep_pods "$1" | jq '[.[].status.containerStatuses[]?.restartCount] | add // 0'; }
 
 # pinned_overlay BASE: a kustomize overlay of deploy/BASE pinning the image just built.
@@ -569,16 +576,17 @@ deploy_for_real() {
   kubectl apply -k "$(pinned_overlay "$base")" >/dev/null 2>&1 || fail "kubectl apply -k (deploy/$base, image pinned) failed"
   [[ $(kubectl -n "operator-$base" get deploy operator -o jsonpath='{.spec.template.spec.containers[0].image}') == "$IMAGE" ]] \
     || fail "the overlay did not pin $IMAGE"
+  # deploy/evc's CRD first, so the new pods find their resource at once.
+  [[ -z $(kubectl get crd -o name) ]] || kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null \
+    || fail "CRDs not established"
   # Pods of the earlier tests' applies waited for an image no node had: new ones.
   kubectl -n "operator-$base" rollout restart deploy/operator >/dev/null
   wait_until 180 ready_pods "$base" 2 \
     || fail "deploy/$base: two replicas never became Running and Ready: $(kubectl -n "operator-$base" get pods -o wide 2>&1)"
-  wait_until 30 one_leader "$base" || fail "deploy/$base: not exactly one leader: $(logging "$base" ' INFO leading: ')"
-  [[ $(logging "$base" ' INFO standing by: ' | wc -l) == 1 ]] || fail "deploy/$base: the other replica does not stand by"
+  wait_until 30 one_leader "$base" || fail "deploy/$base: not one leader and one standby: $(roles "$base")"
 }
 
-# The leader of deploy/BASE, and its log.
-leader_of() { logging "$1" ' INFO leading: '; }
+# The leader's log.
 leader_log() { kubectl -n "operator-$1" logs "$(leader_of "$1")"; }
 
 test_pvc_deployment_runs_on_the_nodes() {
@@ -599,7 +607,7 @@ test_pvc_deployment_runs_on_the_nodes() {
 
   # The leader pod goes (a drain, an eviction): the standby takes over at once.
   kubectl -n operator-pvc delete pod "$leader" --wait=false >/dev/null
-  wait_until 60 one_leader pvc || fail "no new leader after the leader pod was deleted"
+  wait_until 90 one_leader pvc || fail "no new leader and standby after the leader pod was deleted: $(roles pvc)"
   [[ $(leader_of pvc) != "$leader" ]] || fail "the deleted pod still leads"
   example_claim "$cns" after-handover
   wait_until 90 bound "$cns" after-handover || fail "the new leader did not provision a claim"
@@ -615,7 +623,6 @@ test_pvc_deployment_runs_on_the_nodes() {
 
 test_evc_deployment_runs_on_the_nodes() {
   local cns
-  [[ -n $(kubectl get crd ephemeralvolumeclaims.zalando.org -o name 2>/dev/null) ]] || fail "no EVC CRD"
   deploy_for_real evc
   cns=$(new_namespace evc-deployed)
   kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/evc/evc.yaml" |
