@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The project's whole test suite, as CI runs it: formatting, lints, shellcheck,
 # unit and integration tests (cargo, against a real local control plane), then
-# the end-to-end hook tests (tests/e2e) and the demos (examples/demo.sh). On a
-# fresh machine it first installs what it needs: the Debian packages below (apt,
-# as root or through sudo), rustfmt and clippy (rustup), and the control plane's
-# binaries (tests/cluster/build.sh, about 7 minutes once). kubectl must be on PATH.
+# the end-to-end hook tests (tests/e2e: test_nodes.sh, test_incluster.sh and
+# test_demo.sh on real nodes, the rest on simulated ones) and the demos
+# (examples/demo.sh). On a fresh machine it first installs what it needs: the
+# Debian packages below (apt, as root or through sudo; real nodes need
+# containerd, runc, the CNI plugins, iptables, busybox-static and podman),
+# rustfmt and clippy (rustup), and the control plane's and nodes' binaries
+# (tests/cluster/build.sh, about 10-12 minutes once). kubectl must be on PATH.
 #
 #   tests/all.sh
 # Env: CARGO_TARGET_DIR is honoured (.ci/run keeps it outside the checkout).
@@ -17,11 +20,18 @@ step() { printf '\n== %s\n' "$*"; }
 
 # command:package pairs the tests run.
 TOOLS=(shellcheck:shellcheck jq:jq openssl:openssl curl:curl python3:python3 pgrep:procps setsid:util-linux)
+# Packages without a command to look for: real nodes (tests/cluster/README.md)
+# and the operator's image (deploy/build-image.sh).
+PACKAGES=(containerd runc containernetworking-plugins iptables iproute2 busybox-static python3-yaml
+  podman mmdebstrap uidmap)
 
 install_tools() {
   local pair need=()
   for pair in "${TOOLS[@]}"; do
     command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+  done
+  for pair in "${PACKAGES[@]}"; do
+    dpkg -s "$pair" >/dev/null 2>&1 || need+=("$pair")
   done
   if ((${#need[@]})); then
     echo "installing ${need[*]}"

@@ -24,6 +24,8 @@
 #                              CLUSTER_DIR and KUBECONFIG, stop it on EXIT.
 #                              With CLUSTER_DIR already set to a running
 #                              cluster, uses that one and leaves it running.
+#   cluster_up_real_nodes      the same with real nodes (start.sh --real-nodes);
+#                              TOOLS_IMAGE is then the image every node holds.
 #   new_namespace PREFIX       create a unique namespace, wait for its default
 #                              service account, echo its name.
 #   operator_start NAME ARGS.. run "$OPERATOR_BIN" ARGS -l $CLUSTER_DIR/logs/NAME.log
@@ -54,12 +56,18 @@ export OPERATOR_BIN=${OPERATOR_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug
 _LIB_OWN_CLUSTER=0
 _LIB_OPERATORS=()
 
-cluster_up() {
+cluster_up() { _cluster_up simulated; }
+cluster_up_real_nodes() { _cluster_up --real-nodes; }
+
+# _cluster_up simulated|--real-nodes
+_cluster_up() {
+  local flags=(--owner-pid $$)
+  [[ $1 == simulated ]] || flags+=("$1")
   if [[ -n ${CLUSTER_DIR:-} && -f $CLUSTER_DIR/kubeconfig ]]; then
     _cluster_env
     return 0
   fi
-  CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" --owner-pid $$) || {
+  CLUSTER_DIR=$("$REPO_ROOT/tests/cluster/start.sh" "${flags[@]}") || {
     echo "cluster_up: tests/cluster/start.sh failed" >&2
     return 1
   }
@@ -72,6 +80,7 @@ cluster_up() {
 # later clusters: keep one cache per cluster.
 _cluster_env() {
   export CLUSTER_DIR KUBECONFIG=$CLUSTER_DIR/kubeconfig KUBECACHEDIR=$CLUSTER_DIR/kube-cache
+  if [[ -f $CLUSTER_DIR/tools-image ]]; then TOOLS_IMAGE=$(<"$CLUSTER_DIR/tools-image"); export TOOLS_IMAGE; fi
 }
 
 cluster_down() {
@@ -156,6 +165,11 @@ fail() {
     if [[ -s $f ]]; then
       echo "--- pod simulator: logs/kubelet.log (last 20 lines)"
       tail -n 20 "$f"
+    fi
+    if [[ -d $CLUSTER_DIR/real ]]; then
+      echo "--- real nodes: pods and the last events"
+      kubectl get pods -A -o wide 2>&1 | tail -n 30
+      kubectl get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 20
     fi
   } >&2
   return 1

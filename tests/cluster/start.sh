@@ -5,10 +5,17 @@
 # running tests/cluster/kubelet). Prints exactly one line on stdout: the
 # cluster directory (kubeconfig in DIR/kubeconfig, logs in DIR/logs).
 #
-#   tests/cluster/start.sh [--dir DIR] [--owner-pid PID] [--no-simulator]
+#   tests/cluster/start.sh [--dir DIR] [--owner-pid PID [--owner-clean]] [--no-simulator | --real-nodes]
 #
 # --owner-pid PID  stop the cluster (stop.sh DIR) as soon as PID is gone.
+# --owner-clean    then also delete DIR, unless DIR/keep exists (a failed test's logs).
 # --no-simulator   no pod simulator (pods then stay Pending, as without kubelet).
+# --real-nodes     real nodes instead of simulated ones: kube-scheduler, and per
+#                  worker of cluster.yaml a containerd and a kubelet, kube-proxy
+#                  (README.md, "Real nodes"). DIR/tools-image names the small
+#                  image every node holds. Env: CLUSTER_YAML (default: the
+#                  repository's cluster.yaml), NODE_IMAGES (docker archives to
+#                  load into every node, space-separated).
 # Env: SIM_RUN_SECONDS (default 1) how long run-to-completion pods run;
 #      OPERATOR_BIN path of the operator binary (default: ${CARGO_TARGET_DIR:-target}/debug/operator,
 #      built with cargo when missing).
@@ -19,20 +26,27 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=common.sh
 source "$HERE/common.sh"
+# shellcheck source=real-nodes.sh
+source "$HERE/real-nodes.sh"
 
 DIR=
 OWNER_PID=
+OWNER_CLEAN=
 SIMULATOR=1
+REAL=0
 STARTED=0
+HOST_IP=
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 parse_args() {
   while (($#)); do
     case $1 in
       --dir) DIR=${2:?--dir needs a value}; shift 2 ;;
       --owner-pid) OWNER_PID=${2:?--owner-pid needs a value}; shift 2 ;;
+      --owner-clean) OWNER_CLEAN=--clean; shift ;;
       --no-simulator) SIMULATOR=0; shift ;;
+      --real-nodes) REAL=1; SIMULATOR=0; shift ;;
       -h|--help) usage ;;
       *) echo "start.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -116,7 +130,7 @@ make_pki() {
   {
     new_ca "$p/ca" kube-ca
     new_cert "$p/apiserver" "$p/ca" kube-apiserver \
-      "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1" \
+      "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1${HOST_IP:+,IP:$HOST_IP}" \
       serverAuth
     new_ca "$p/front-proxy-ca" front-proxy-ca
     new_cert "$p/front-proxy-client" "$p/front-proxy-ca" front-proxy-client "" clientAuth
@@ -183,6 +197,8 @@ run() {
   shift
   setsid "$@" </dev/null >>"$DIR/logs/$name.log" 2>&1 &
   echo $! >"$DIR/pids/$name"
+  # stop.sh ends it, not this shell: no "Killed" report from bash on a failed start.
+  disown $!
   STARTED=1
 }
 
@@ -196,13 +212,24 @@ start_etcd() {
     --quota-backend-bytes=2147483648 --snapshot-count=10000 --log-level=warn
 }
 
+# Simulated nodes: loopback only, and the `kubernetes` Service has no endpoint
+# (nothing routes to it). Real nodes: their pods reach the API server through
+# that Service, i.e. kube-proxy's rule to the advertised address on the veth.
+network_flags() {
+  if ((REAL)); then
+    echo --bind-address=0.0.0.0 --advertise-address="$HOST_IP" --endpoint-reconciler-type=lease \
+      --kubelet-preferred-address-types=InternalIP,Hostname
+  else
+    echo --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+  fi
+}
+
 start_apiserver() {
-  local p=$DIR/pki
+  local p=$DIR/pki flags
+  read -r -a flags < <(network_flags)
   run kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" "${flags[@]}" \
     --secure-port="$API_PORT" --insecure-port=0 \
-    --endpoint-reconciler-type=none \
     --cert-dir="$p" \
     --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" \
     --client-ca-file="$p/ca.crt" \
@@ -284,7 +311,7 @@ start_simulator() {
 
 start_watchdog() {
   [[ -n $OWNER_PID ]] || return 0
-  run watchdog "$HERE/watchdog.sh" "$DIR" "$OWNER_PID"
+  run watchdog "$HERE/watchdog.sh" "$DIR" "$OWNER_PID" $OWNER_CLEAN
 }
 
 main() {
@@ -294,6 +321,13 @@ main() {
   binaries
   operator_binary
   step "binaries ready"
+  if ((REAL)); then
+    real_prereqs
+    real_topology
+    real_images
+    real_network
+    step "node images, network namespace"
+  fi
   read -r ETCD_PORT PEER_PORT API_PORT < <(free_ports)
   make_pki
   write_kubeconfig
@@ -311,14 +345,18 @@ main() {
   start_controller_manager
   await kube-apiserver 60 api_ready
   step "kube-apiserver ready"
-  FAILED_LOG=$DIR/logs/nodes.log
-  "$HERE/nodes.sh" create "$DIR" >>"$DIR/logs/nodes.log" 2>&1 || fail "creating nodes failed"
-  start_heartbeat
-  step "nodes created"
+  if ((REAL)); then
+    real_start
+  else
+    FAILED_LOG=$DIR/logs/nodes.log
+    "$HERE/nodes.sh" create "$DIR" >>"$DIR/logs/nodes.log" 2>&1 || fail "creating nodes failed"
+    start_heartbeat
+    step "nodes created"
+  fi
   await kube-controller-manager 30 kcm_ready
   step "kube-controller-manager ready"
   start_simulator
-  step "simulator started"
+  ((REAL)) || step "simulator started"
   echo "$DIR"
 }
 

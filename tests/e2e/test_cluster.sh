@@ -218,17 +218,28 @@ test_pod_watch_streams_added_modified_deleted() {
   kill "$wpid"
 }
 
-# hostpath_job NS NAME NODE PATH...: a Job running `mkdir -p -- PATH...` with
+# hostpath_job NS NAME NODE PATH...: a Job running `mkdir -p -- PATH...` (or
+# `mkdir -m MODE -p -- PATH...` with MKDIR_MODE set, as hooks/pvc does) with
 # the node's /mnt/local-volumes mounted at /data.
 hostpath_job() {
   local ns=$1 name=$2 node=$3
   shift 3
-  apply "$ns" "$(jq -n --arg name "$name" --arg node "$node" --args '
+  apply "$ns" "$(jq -n --arg name "$name" --arg node "$node" --arg mode "${MKDIR_MODE:-}" --args '
     {apiVersion: "batch/v1", kind: "Job", metadata: {name: $name}, spec: {backoffLimit: 0,
       template: {spec: {restartPolicy: "Never", nodeSelector: {"kubernetes.io/hostname": $node},
         volumes: [{name: "v", hostPath: {path: "/mnt/local-volumes", type: "Directory"}}],
-        containers: [{name: "main", image: "busybox", command: (["mkdir", "-p", "--"] + $ARGS.positional),
+        containers: [{name: "main", image: "busybox",
+          command: (["mkdir"] + (if $mode == "" then [] else ["-m", $mode] end) + ["-p", "--"] + $ARGS.positional),
           volumeMounts: [{name: "v", mountPath: "/data"}]}]}}}}' "$@")"
+}
+
+test_hostpath_mkdir_mode_is_applied() {
+  local ns
+  ns=$(new_namespace mode)
+  MKDIR_MODE=0777 hostpath_job "$ns" mk kind-worker "/data/$ns/open"
+  kubectl -n "$ns" wait --for=condition=complete job/mk --timeout=60s >/dev/null || fail "Job mk not Complete"
+  [[ $(stat -c %a "$CLUSTER_DIR/nodes/kind-worker/mnt/local-volumes/$ns/open") == 777 ]] \
+    || fail "mkdir -m 0777 did not make a 0777 directory"
 }
 
 test_hostpath_mkdir_lands_on_the_node_directory() {

@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
-# The operator image run the way deploy/pvc and deploy/evc run it in a
-# cluster, against the local control plane: the image from
+# The operator image in the cluster, two ways, on a local cluster with real
+# nodes (tests/cluster/start.sh --real-nodes).
+#
+# For real (test_pvc_deployment_runs_on_the_nodes): the image loaded into the
+# nodes, deploy/pvc applied through a kustomize overlay that pins it, and the
+# kubelets run the Deployment: two replicas Ready (probes on /readyz and
+# /healthz), one leader, in-cluster config from the pod's token, the API
+# server through the `kubernetes` Service, a claim provisioned by the pod,
+# the hand-over when the leader pod is deleted.
+#
+# With podman (the other tests), for what the 1.20 kubelet cannot show or a
+# test cannot stage in a pod: a projected token rotated and revoked under the
+# running runner (1.20 mounts legacy Secret tokens), the container's memory
+# and CPU measured from its cgroup, an upgrade's two runner versions side by
+# side, the image's own tools. The image from
 # deploy/build-image.sh; the container's args, env, user, read-only root,
 # capabilities, seccomp, emptyDir and limits read from the rendered
 # Deployment (never copied here); the service account's token, CA and namespace where a kubelet
@@ -8,7 +21,7 @@
 # KUBERNETES_SERVICE_HOST/PORT pointing at the local API server (loopback,
 # hence --network host). No kubeconfig anywhere in the container.
 #
-# Env: INCLUSTER_IMAGE=NAME skips the build and uses that image.
+# Env: INCLUSTER_IMAGE=NAME skips the build and uses that image (podman's).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 # shellcheck source=../cluster/lib.sh
@@ -34,10 +47,21 @@ build_image() {
   echo "# built $IMAGE in $((SECONDS - t0)) s, $(image_mib) MiB" >&2
 }
 
+# The image as a docker-archive, for tests/cluster/load-image.sh.
+save_image() {
+  ARCHIVE=$(mktemp "${TMPDIR:-/tmp}/incluster-image.XXXXXX.tar")
+  rm -f "$ARCHIVE"
+  podman_ save --format docker-archive -o "$ARCHIVE" "$IMAGE" >/dev/null 2>&1 || {
+    echo "podman save $IMAGE failed" >&2
+    exit 1
+  }
+}
+
 image_mib() { echo $(($(podman_ image inspect -f '{{.Size}}' "$IMAGE") / 1048576)); }
 
 build_image
-cluster_up
+save_image
+cluster_up_real_nodes
 # Containers are not children of this script (conmon runs them), so stop.sh
 # would not end them: every one is named incluster-NAME-$$ and removed here.
 remove_containers() {
@@ -46,7 +70,7 @@ remove_containers() {
     podman_ rm -f -t 2 "$c" >/dev/null 2>&1 || true
   done
 }
-trap 'remove_containers; cluster_down' EXIT
+trap 'remove_containers; rm -f "$ARCHIVE"; cluster_down' EXIT
 
 # --- the manifests --------------------------------------------------------------
 
@@ -501,6 +525,116 @@ readme_block() {
 
 # A claim deleted while no operator runs waits for it; the README's command
 # releases it.
+# --- the Deployments run by the kubelets -------------------------------------------
+
+# dep_pods BASE: the pods of deploy/BASE's Deployment (namespace operator-BASE)
+# that are not being deleted, as a JSON array.
+dep_pods() {
+  kubectl -n "operator-$1" get pods -l "app.kubernetes.io/instance=operator-$1" -o json |
+    jq -c '[.items[] | select(.metadata.deletionTimestamp == null)]'
+}
+# ready_pods BASE N: N such pods, each Running and Ready.
+ready_pods() {
+  dep_pods "$1" | jq -e --argjson n "$2" 'length == $n and all(.[]; .status.phase == "Running"
+    and any(.status.conditions[]?; .type == "Ready" and .status == "True"))' >/dev/null
+}
+no_pods() { [[ $(dep_pods "$1" | jq length) == 0 ]]; }
+# roles BASE: "POD leading" or "POD standing" for each pod, from the last of
+# its log lines about the Lease (a standby that took over logged both).
+roles() {
+  local pod last
+  for pod in $(dep_pods "$1" | jq -r '.[].metadata.name'); do
+    last=$(kubectl -n "operator-$1" logs "$pod" 2>/dev/null | grep -E ' INFO (leading|standing by): ' | tail -n 1)
+    case $last in
+      *' INFO leading: '*) echo "$pod leading" ;;
+      *' INFO standing by: '*) echo "$pod standing" ;;
+    esac
+  done
+  return 0
+}
+# One pod leads and the other stands by.
+one_leader() { [[ $(roles "$1" | awk '{print $2}' | sort | tr '\n' ' ') == "leading standing " ]]; }
+leader_of() { roles "$1" | awk '$2 == "leading" {print $1}'; }
+restarts() { dep_pods "$1" | jq '[.[].status.containerStatuses[]?.restartCount] | add // 0'; }
+
+# pinned_overlay BASE: a kustomize overlay of deploy/BASE pinning the image just built.
+pinned_overlay() {
+  local dir
+  dir=$(mktemp -d "$CLUSTER_DIR/overlay-$1.XXXXXX")
+  cat >"$dir/kustomization.yaml" <<EOF
+resources: [$(realpath --relative-to="$dir" "$REPO_ROOT/deploy/$1")]
+images:
+  - {name: localhost/operator, newName: ${IMAGE%:*}, newTag: "${IMAGE##*:}"}
+EOF
+  echo "$dir"
+}
+
+# deploy_for_real BASE: apply the pinned overlay, then two replicas Ready, one
+# leading and one standing by.
+deploy_for_real() {
+  local base=$1
+  kubectl apply -k "$(pinned_overlay "$base")" >/dev/null 2>&1 || fail "kubectl apply -k (deploy/$base, image pinned) failed"
+  [[ $(kubectl -n "operator-$base" get deploy operator -o jsonpath='{.spec.template.spec.containers[0].image}') == "$IMAGE" ]] \
+    || fail "the overlay did not pin $IMAGE"
+  # deploy/evc's CRD first, so the new pods find their resource at once.
+  [[ -z $(kubectl get crd -o name) ]] || kubectl wait --for=condition=Established crd --all --timeout=30s >/dev/null \
+    || fail "CRDs not established"
+  # Pods of the earlier tests' applies waited for an image no node had: new ones.
+  kubectl -n "operator-$base" rollout restart deploy/operator >/dev/null
+  wait_until 180 ready_pods "$base" 2 \
+    || fail "deploy/$base: two replicas never became Running and Ready: $(kubectl -n "operator-$base" get pods -o wide 2>&1)"
+  wait_until 30 one_leader "$base" || fail "deploy/$base: not one leader and one standby: $(roles "$base")"
+}
+
+# The leader's log.
+leader_log() { kubectl -n "operator-$1" logs "$(leader_of "$1")"; }
+
+test_pvc_deployment_runs_on_the_nodes() {
+  local cns leader uid dir
+  "$REPO_ROOT/tests/cluster/load-image.sh" "$CLUSTER_DIR" "$ARCHIVE" || fail "could not load $IMAGE into the nodes"
+  deploy_for_real pvc
+  leader=$(leader_of pvc)
+  # In-cluster config: the pod's token, the API server through the Service.
+  leader_log pvc | grep -q "watching persistentvolumeclaims (all namespaces)" \
+    || fail "the leader does not watch: $(leader_log pvc | tail -n 20)"
+  cns=$(new_namespace deployed)
+  example_claim "$cns" by-pod
+  uid=$(kubectl -n "$cns" get pvc by-pod -o jsonpath='{.metadata.uid}')
+  dir=$CLUSTER_DIR/nodes/kind-worker2/mnt/local-volumes/pvc-${uid}_${cns}_by-pod
+  wait_until 90 bound "$cns" by-pod || fail "the operator pod did not provision the claim: $(leader_log pvc | tail -n 20)"
+  [[ -d $dir ]] || fail "no volume directory on kind-worker2"
+  leader_log pvc | grep -q "created PersistentVolume pvc-$uid" || fail "the claim was not provisioned by the leader pod"
+
+  # The leader pod goes (a drain, an eviction): the standby takes over at once.
+  kubectl -n operator-pvc delete pod "$leader" --wait=false >/dev/null
+  wait_until 90 one_leader pvc || fail "no new leader and standby after the leader pod was deleted: $(roles pvc)"
+  [[ $(leader_of pvc) != "$leader" ]] || fail "the deleted pod still leads"
+  example_claim "$cns" after-handover
+  wait_until 90 bound "$cns" after-handover || fail "the new leader did not provision a claim"
+  wait_until 120 ready_pods pvc 2 || fail "the Deployment did not get back to two Ready replicas"
+  [[ $(restarts pvc) == 0 ]] || fail "containers restarted $(restarts pvc) times (liveness probe /healthz?)"
+  kubectl -n "$cns" delete pvc by-pod after-handover --wait=false >/dev/null
+  wait_until 60 gone "$cns" pvc by-pod || fail "the claim's deletion was not finished by the pod"
+  [[ ! -e $dir ]] || fail "the volume directory stayed"
+  # The next tests need no operator running.
+  kubectl -n operator-pvc scale deploy/operator --replicas=0 >/dev/null
+  wait_until 60 no_pods pvc || fail "the Deployment's pods did not stop"
+}
+
+test_evc_deployment_runs_on_the_nodes() {
+  local cns
+  deploy_for_real evc
+  cns=$(new_namespace evc-deployed)
+  kubectl create --dry-run=client -o json -f "$REPO_ROOT/examples/evc/evc.yaml" |
+    jq -c '.spec.expiryPeriod = 5 | del(.metadata.namespace)' | kubectl -n "$cns" apply -f - >/dev/null
+  wait_until 60 kubectl -n "$cns" get pvc my-claim-1 >/dev/null || fail "the evc pod made no PVC: $(leader_log evc | tail -n 20)"
+  wait_until 60 gone "$cns" evc my-claim-1 || fail "the evc pod did not expire the claim"
+  leader_log evc | grep -q "$cns/my-claim-1: Countdown to expiry: reached" || fail "the leader pod did not log the expiry"
+  [[ $(restarts evc) == 0 ]] || fail "containers restarted $(restarts evc) times"
+  kubectl -n operator-evc scale deploy/operator --replicas=0 >/dev/null
+  wait_until 60 no_pods evc || fail "the Deployment's pods did not stop"
+}
+
 test_readme_releases_claims_left_terminating() {
   local ns finalizer script
   finalizer=$(pod_args "$(deployment_of pvc)" | sed -n 's/^--finalizer=//p')

@@ -254,7 +254,7 @@ test_failing_job_warns_makes_no_volume_and_is_retried() {
   mkdir -p "$(dirname "$blocker")"
   echo "not a directory" >"$blocker"
   pvc_operator fail -n "$ns" -E "JOB_NAMESPACE=$ns" --retries 20 --backoff-max 2s
-  wait_until 60 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -p -- $dir\\) failed on node kind-worker" \
+  wait_until 60 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -m 0777 -p -- $dir\\) failed on node kind-worker" \
     || fail "no ProvisioningFailed Warning Event for the failed Job"
   wait_for_log fail "ERROR pvc: claim $ns/blocked: Job .*failed" 5 || fail "no ERROR line for the failed Job"
   pv_gone "pvc-$uid" || fail "a PV was created although the Job failed"
@@ -285,7 +285,7 @@ test_one_blocked_directory_does_not_hold_back_its_batch() {
     || fail "the two claims were not put in one Job"
   wait_until 60 bound "$ns" fine || fail "the claim beside the blocked one never became Bound"
   dir_exists kind-worker "$(dir_of "$ns" fine "$ok_uid")" || fail "no directory for the fine claim"
-  wait_until 30 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -p -- .*\\) failed on node kind-worker" \
+  wait_until 30 has_event "$ns" blocked ProvisioningFailed "Job $ns/pvc-mkdir-$uid \\(mkdir -m 0777 -p -- .*\\) failed on node kind-worker" \
     || fail "no ProvisioningFailed Event naming the blocked claim's own Job"
   [[ -z $(hook_events "$ns" fine ProvisioningFailed) ]] || fail "the fine claim got a ProvisioningFailed Event"
   pv_gone "pvc-$uid" || fail "a PV was created for the blocked claim"
@@ -405,7 +405,7 @@ log_count_at_least() {
 leftover_job() {
   local uid
   uid=$(claim_uid "$1" "$2")
-  jq -n -L "$HOOKS/lib" --arg jobns "$1" --arg image busybox --arg dir "$VOLUMES" \
+  jq -n -L "$HOOKS/lib" --arg jobns "$1" --arg image busybox:1.35.0 --arg mode 0777 --arg dir "$VOLUMES" \
     --arg managed operator-pvc --argjson ttl 600 --arg node "$3" \
     --arg uid "$uid" --arg ns "$1" --arg name "$2" --arg path "$(dir_of "$1" "$2" "$uid")" \
     'include "manifests"; {$uid, $ns, $name, $path} as $c

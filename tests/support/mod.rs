@@ -31,7 +31,9 @@ pub fn repo() -> PathBuf {
 }
 
 /// A running control plane, shared by the tests of one binary; its watchdog stops
-/// it when this process ends.
+/// it when this process ends, and deletes its directory (about 66 MB) unless a
+/// test failed: then the directory stays, and its path is printed.
+/// `KEEP_CLUSTER_DIR=1` keeps it in any case.
 pub struct Cluster {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
@@ -40,16 +42,35 @@ pub struct Cluster {
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let out = Command::new(repo().join("tests/cluster/start.sh"))
-            .args(["--owner-pid", &std::process::id().to_string()])
+        let mut start = Command::new(repo().join("tests/cluster/start.sh"));
+        start.args(["--owner-pid", &std::process::id().to_string()]);
+        if std::env::var_os("KEEP_CLUSTER_DIR").is_none() {
+            start.arg("--owner-clean");
+        }
+        let out = start
             .env("OPERATOR_BIN", OPERATOR)
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/cluster/start.sh");
         assert!(out.status.success(), "tests/cluster/start.sh failed: {}", String::from_utf8_lossy(&out.stdout));
         let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        keep_on_failure(&dir);
         Cluster { kubeconfig: dir.join("kubeconfig"), dir }
     })
+}
+
+/// A test that fails panics: the first panic marks the cluster directory to be kept
+/// (DIR/keep, read by the watchdog) and says where it is.
+fn keep_on_failure(dir: &Path) {
+    let dir = dir.to_path_buf();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let keep = dir.join("keep");
+        if !keep.exists() && std::fs::write(&keep, b"a test failed\n").is_ok() {
+            eprintln!("cluster directory kept (a test failed): {}", dir.display());
+        }
+        previous(info);
+    }));
 }
 
 impl Cluster {

@@ -8,7 +8,11 @@ STORAGE_CLASS=${STORAGE_CLASS:-local-storage}
 VOLUMES_DIR=${VOLUMES_DIR:-/mnt/local-volumes}
 JOB_TIMEOUT=${JOB_TIMEOUT:-60s}
 RECLAIM_POLICY=${RECLAIM_POLICY:-}
-JOB_IMAGE=${JOB_IMAGE:-busybox}
+# Pinned (a tag other than latest, pulled only if the node lacks it): the image
+# tests/cluster's real nodes hold, and the same busybox release upstream.
+JOB_IMAGE=${JOB_IMAGE:-busybox:1.35.0}
+# As local-path-provisioner: any uid in the pod can write (README.md, "Directory mode").
+VOLUME_MODE=${VOLUME_MODE:-0777}
 # A fixed namespace rather than the claim's: a terminating namespace refuses
 # new Jobs (so cleanup would never run), and hostPath pods should not need to
 # be allowed in every tenant namespace.
@@ -48,6 +52,7 @@ config_problems() {
   timeout_seconds >/dev/null || echo "JOB_TIMEOUT must be like 60, 60s, 2m or 1h, got '$JOB_TIMEOUT'"
   [[ $RECLAIM_POLICY =~ ^(|Delete|Retain)$ ]] || echo "RECLAIM_POLICY must be Delete or Retain, got '$RECLAIM_POLICY'"
   [[ $JOB_IMAGE =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]] || echo "JOB_IMAGE is not an image reference: '$JOB_IMAGE'"
+  [[ $VOLUME_MODE =~ ^0?[0-7]{3}$ ]] || echo "VOLUME_MODE must be an octal mode like 0777 or 0770, got '$VOLUME_MODE'"
   [[ $JOB_NAMESPACE =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]] || echo "JOB_NAMESPACE is not a namespace name: '$JOB_NAMESPACE'"
   return 0
 }

@@ -79,6 +79,6 @@ $ARGS.named as $s
   ($old[] | rec(["log", "INFO", "pvc: found Job \($s.jobns)/\(.name) of an earlier attempt (\(.state)) on node \(.node) for \(.claims | length) claim(s): \(.claims | map(ref) | join(" ")); not creating another"])),
   ($old[] | select(.state == "running") | rec(["running", .name])),
   ($old[] | select(.state == "failed") | rec(["failed", .uid])),
-  ($new[] | rec(["new", .name, "on node \(.node) for \(.claims | length) claim(s): mkdir -p -- \(.claims[0].path)\(if (.claims | length) > 1 then " …" else "" end)"])),
+  ($new[] | rec(["new", .name, "on node \(.node) for \(.claims | length) claim(s): mkdir -m \($s.mode) -p -- \(.claims[0].path)\(if (.claims | length) > 1 then " …" else "" end)"])),
   (if $new == [] then empty else rec(["create", (list($new[] | mkdir_job($s; .name; .node; .claims)) | tojson)]) end),
   rec(["plan", ({policy: $policy, jobs: $plan} | tojson)])

@@ -23,7 +23,8 @@ job_manifest() {
          template: {metadata: {labels: $labels},
            spec: {nodeName: $node, restartPolicy: "Never",
              tolerations: [{operator: "Exists"}],
-             containers: [{name: $component, image: $image, command: [$program, $flag, "--", $path],
+             containers: [{name: $component, image: $image, imagePullPolicy: "IfNotPresent",
+                           command: [$program, $flag, "--", $path],
                            volumeMounts: [{name: "volumes", mountPath: $dir}]}],
              volumes: [{name: "volumes",
                         hostPath: {path: $dir, type: "DirectoryOrCreate"}}]}}}}'
@@ -100,6 +101,8 @@ job_why() {
     [.items[].status | ((.containerStatuses // [])[].state.terminated // empty
        | "exit code \(.exitCode)" + (if .reason then " (\(.reason))" else "" end)
          + (if .message then ": \(.message)" else "" end)),
+      ((.containerStatuses // [])[].state.waiting // empty | select(.reason)
+       | "its pod waits: \(.reason)" + (if .message then ": \(.message)" else "" end)),
       (select(.reason) | "pod \(.reason): \(.message // "")")]
     | first // "its pod left no details"' 2>/dev/null || echo "its pod left no details"
 }
@@ -133,7 +136,7 @@ job_run() {
   case $state in
     succeeded) job_delete "$name"; return 0 ;;
     failed) state="failed on node $NODE, $(job_why "$name")" ;;
-    timeout) state="did not finish on node $NODE within JOB_TIMEOUT=$JOB_TIMEOUT" ;;
+    timeout) state="did not finish on node $NODE within JOB_TIMEOUT=$JOB_TIMEOUT, $(job_why "$name")" ;;
     missing) state="disappeared before it finished" ;;
   esac
   job_delete "$name"

@@ -1,13 +1,15 @@
 # The objects the snapshot creates, built from checked values only (lib/decide.jq),
 # never from text: every value is a JSON string in its field.
-# $s: the settings {jobns, image, dir, managed, uidkey, hostkey, class, ttl}.
+# $s: the settings {jobns, image, mode, dir, managed, uidkey, hostkey, class, ttl}.
 
 # A claim's label on the mkdir Job that serves it: `kubectl get job -l` finds the Job
 # (the deleted hook waits for it). The uid is checked, so the key is a valid name.
 def claim_label($c): "operator-pvc/claim-\($c.uid)";
 
-# One Job on $node making every claim's directory: `mkdir -p -- PATH...` as an argv,
-# with VOLUMES_DIR mounted at the same path, so each PV's path is the one made.
+# One Job on $node making every claim's directory: `mkdir -m MODE -p -- PATH...` as an
+# argv, with VOLUMES_DIR mounted at the same path, so each PV's path is the one made.
+# MODE (VOLUME_MODE, 0777 by default, as local-path-provisioner): any user of the pod
+# that mounts it can write, whatever its uid (hooks/pvc/README.md, "Directory mode").
 # The annotation operator-pvc/claims says whom it serves (uid, namespace, name, path):
 # a later run finds a claim there and waits for this Job instead of starting another.
 def mkdir_job($s; $name; $node; $claims):
@@ -21,8 +23,8 @@ def mkdir_job($s; $name; $node; $claims):
        template: {metadata: {labels: $labels},
          spec: {nodeName: $node, restartPolicy: "Never",
            tolerations: [{operator: "Exists"}],
-           containers: [{name: "mkdir", image: $s.image,
-                         command: (["mkdir", "-p", "--"] + ($claims | map(.path))),
+           containers: [{name: "mkdir", image: $s.image, imagePullPolicy: "IfNotPresent",
+                         command: (["mkdir", "-m", $s.mode, "-p", "--"] + ($claims | map(.path))),
                          volumeMounts: [{name: "volumes", mountPath: $s.dir}]}],
            volumes: [{name: "volumes", hostPath: {path: $s.dir, type: "DirectoryOrCreate"}}]}}}};
 

@@ -89,7 +89,7 @@ snapshot_api_error() {
 
 # The settings as jq's $ARGS.named (manifests.jq's $s).
 settings_args() {
-  SETTINGS=(--arg jobns "$JOB_NAMESPACE" --arg image "$JOB_IMAGE" --arg dir "$VOLUMES_DIR"
+  SETTINGS=(--arg jobns "$JOB_NAMESPACE" --arg image "$JOB_IMAGE" --arg mode "$VOLUME_MODE" --arg dir "$VOLUMES_DIR"
     --arg managed "$MANAGED_BY" --arg uidkey "$UID_LABEL" --arg hostkey "$HOSTNAME_KEY"
     --arg class "$STORAGE_CLASS" --arg policy "$RECLAIM_POLICY" --arg timeout "$JOB_TIMEOUT"
     --argjson ttl "$JOB_TTL_SECONDS")
@@ -191,16 +191,17 @@ jobs_create() {
   done
 }
 
-# The pods of the failed Jobs, for what they said (finish.jq); none: an empty file.
+# When a Job failed or timed out: the mkdir Jobs' pods, for what they said or what they
+# wait for (finish.jq: an image a node lacks is named in the claim's Event); else nothing.
 jobs_pods() {
-  local name uids=("${FAILED_UIDS[@]}") IFS=,
+  local name need=${#FAILED_UIDS[@]}
   : >"$SNAP_DIR/pods"
   for name in "${!JOB_RESULT[@]}"; do
-    [[ ${JOB_RESULT[$name]} != failed\ * ]] || uids+=("${JOB_RESULT[$name]#failed }")
+    [[ ${JOB_RESULT[$name]} != failed\ * && ${JOB_RESULT[$name]} != timeout\ * ]] || need=1
   done
   FAILED_UIDS=()
-  ((${#uids[@]} > 0)) || return 0
-  kubectl get pods -n "$JOB_NAMESPACE" -l "controller-uid in (${uids[*]})" -o json \
+  ((need > 0)) || return 0
+  kubectl get pods -n "$JOB_NAMESPACE" -l "$MKDIR_SELECTOR" -o json \
     >"$SNAP_DIR/pods" 2>/dev/null || : >"$SNAP_DIR/pods"
 }
 

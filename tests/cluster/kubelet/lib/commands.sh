@@ -4,7 +4,7 @@
 # A container's argv (command + args) is never run as given and never handed
 # to a shell. Only these are acted out, on the node's mirror directory
 # $CLUSTER_DIR/nodes/<node>/<hostPath path>:
-#   true | false | mkdir [-p] [--] PATH... | rm [-r] [-f] [--] PATH...
+#   true | false | mkdir [-p] [-m OCTAL] [--] PATH... | rm [-r] [-f] [--] PATH...
 # (also as /bin/x or `busybox x`). Anything else "succeeds" without effect.
 # A PATH on a hostPath volume maps through the container's volumeMounts to
 # the mirror; one that resolves (.., symlinks) outside its volume is refused
@@ -59,17 +59,25 @@ sim_exec() {
 }
 
 sim_mkdir() {
-  local parents=0 paths=() a done=0
-  for a in "$@"; do
+  local parents=0 paths=() a done=0 mode=
+  while (($#)); do
+    a=$1
+    shift
     if ((done)) || [[ $a != -?* ]]; then paths+=("$a"); continue; fi
     case $a in
       --) done=1 ;;
       -p|--parents|-pv|-vp) parents=1 ;;
       -v|--verbose) ;;
+      -m|--mode) mode=${1:-}; shift || true ;;
+      -m*|--mode=*) mode=${a#-m}; mode=${mode#--mode=} ;;
       *) log_debug "mkdir option $a not simulated, counts as success"; return 0 ;;
     esac
   done
-  on_host_paths mkdir "$parents" "${paths[@]}"
+  if [[ -n $mode && ! $mode =~ ^[0-7]{3,4}$ ]]; then
+    log_debug "mkdir mode $mode not simulated, counts as success"
+    return 0
+  fi
+  MKDIR_MODE=$mode on_host_paths mkdir "$parents" "${paths[@]}"
 }
 
 sim_rm() {
@@ -101,6 +109,7 @@ on_host_paths() {
     if [[ $op == mkdir ]]; then
       local opts=()
       ((flag)) && opts=(-p)
+      [[ -z ${MKDIR_MODE:-} ]] || opts+=(-m "$MKDIR_MODE")
       out=$(mkdir "${opts[@]}" -- "$p" 2>&1) || { MESSAGE=${out//$CLUSTER_DIR/}; return 1; }
     else
       out=$(rm_confined "$flag" "$p" 2>&1) || { MESSAGE=${out//$CLUSTER_DIR/}; return 1; }
