@@ -48,9 +48,12 @@ run_plan() {
   evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; $first)' -nc \
     --slurpfile event "$file" --argjson now "$PASS_NOW" --argjson cfg "$(settings_json)" \
     --argjson first "$first" "${LISTS[@]}" >"$work/plan"
-  read -r CLAIMS MINE < <(head -n 1 "$work/plan" | jq -r '"\(.claims) \(.mine)"')
+  local count
+  read -r count <"$work/plan"
+  [[ $count =~ \"claims\":([0-9]+),\"mine\":([0-9]+) ]] || { log_error "evc: no plan (lib/evc.jq)"; exit 1; }
+  CLAIMS=${BASH_REMATCH[1]} MINE=${BASH_REMATCH[2]}
   run_records "$work/plan" "$work"
-  RECONCILES=$(grep -c . "$work/reconciles" || true)
+  RECONCILES=$(lines "$work/reconciles")
   reconcile_each "$work/reconciles"
 }
 
@@ -69,7 +72,11 @@ run_start() {
 sync_all() {
   local file=$1
   run_start
-  jq -r '[.objects[].metadata.namespace] | unique[]' "$file" >"$WORK/namespaces"
+  evc_jq 'claims_namespaces(false)' -r "$file" >"$WORK/namespaces"
+  if [[ ! -s $WORK/namespaces ]]; then
+    log_debug "evc: pass over $(jq '.objects | length' "$file") claims: none has a status yet"
+    return 0
+  fi
   list_namespaces "$WORK" pods persistentvolumeclaims
   run_plan "$file" "$WORK" false
   log_info "evc: pass over $CLAIMS claims: $WRITTEN statuses written, $DELETED deleted," \
@@ -82,7 +89,7 @@ sync_all() {
 snapshot() {
   local file=$1
   run_start
-  evc_jq 'new_claims_namespaces' -r "$file" >"$WORK/namespaces"
+  evc_jq 'claims_namespaces(true)' -r "$file" >"$WORK/namespaces"
   if [[ ! -s $WORK/namespaces ]]; then
     log_debug "evc: snapshot of $(jq '.objects | length' "$file") claims: none new"
     return 0

@@ -25,11 +25,13 @@ bulk_kubectl() {
   ((${#lines[@]})) || return 0
   parts=$(((${#lines[@]} + 24) / 25))
   ((parts <= WRITERS)) || parts=$WRITERS
+  if ((parts == 1)); then
+    bulk_one "$in" "$out" "$err" "$@"
+    return 0
+  fi
   split -n "l/$parts" -d -a 3 "$in" "$in.part-"
   for chunk in "$in".part-*; do
-    jq -s '{apiVersion: "v1", kind: "List", items: .}' "$chunk" |
-      kubectl "$@" -f - -o jsonpath='{.metadata.namespace}/{.metadata.name}{"\n"}' \
-        >"$chunk.ok" 2>"$chunk.err" &
+    bulk_one "$chunk" "$chunk.ok" "$chunk.err" "$@" &
   done
   wait
   cat "$in".part-*.ok >"$out"
@@ -37,19 +39,42 @@ bulk_kubectl() {
   rm -f "$in".part-*
 }
 
+# bulk_one IN OUT ERR ARGS...: one kubectl run on the objects of IN as a List.
+bulk_one() {
+  local in=$1 out=$2 err=$3
+  shift 3
+  jq -s '{apiVersion: "v1", kind: "List", items: .}' "$in" |
+    kubectl "$@" -f - -o jsonpath='{.metadata.namespace}/{.metadata.name}{"\n"}' >"$out" 2>"$err" || true
+}
+
 # run_records PLAN WORK: deletions first (their deadline has passed), then the PVCs to create,
 # then every status write (those of the created PVCs included), then the log lines and
 # Events of the statuses stored; the one-by-one path last.
 run_records() {
-  local plan=$1 work=$2
-  grep '^{"do":"delete"' "$plan" >"$work/deletes" || true
-  grep '^{"do":"create"' "$plan" >"$work/creates" || true
-  grep '^{"do":"write"' "$plan" >"$work/writes" || true
-  grep '^{"do":"reconcile"' "$plan" >"$work/reconciles" || true
+  local plan=$1 work=$2 line
+  : >"$work/deletes"
+  : >"$work/creates"
+  : >"$work/writes"
+  : >"$work/reconciles"
+  while IFS= read -r line; do
+    case $line in
+      '{"do":"delete"'*) printf '%s\n' "$line" >>"$work/deletes" ;;
+      '{"do":"create"'*) printf '%s\n' "$line" >>"$work/creates" ;;
+      '{"do":"write"'*) printf '%s\n' "$line" >>"$work/writes" ;;
+      '{"do":"reconcile"'*) printf '%s\n' "$line" >>"$work/reconciles" ;;
+    esac
+  done <"$plan"
   delete_due "$work/deletes" "$work"
   create_pvcs "$work/creates" "$work" >>"$work/writes"
   write_statuses "$work/writes" "$work"
   announce "$work/writes" "$work/ok"
+}
+
+# lines FILE: how many lines FILE has, without a process.
+lines() {
+  local all
+  mapfile -t all <"$1"
+  echo "${#all[@]}"
 }
 
 # create_pvcs CREATES WORK: the PVCs of the create records, one bulk create per namespace
@@ -68,9 +93,9 @@ create_pvcs() {
       ($made | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $made
       | ($errs | split("\n") | map(select(. != ""))) as $errs
       | select(.ref | startswith($ns + "/")) | create_result($made; $errs)' "$creates"
-    CREATED=$((CREATED + $(grep -c . "$work/made-$i" || true)))
+    CREATED=$((CREATED + $(lines "$work/made-$i")))
   done < <(jq -r '.ref | split("/")[0]' "$creates" | sort -u)
-  NOT_CREATED=$(($(grep -c . "$creates") - CREATED))
+  NOT_CREATED=$(($(lines "$creates") - CREATED))
 }
 
 # write_statuses WRITES WORK: replaces the status of every claim in WRITES; each write is
@@ -78,9 +103,11 @@ create_pvcs() {
 write_statuses() {
   local writes=$1 work=$2 out conflicts others
   WRITTEN=0
+  : >"$work/ok"
+  [[ -s $writes ]] || return 0
   jq -c '.object' "$writes" >"$work/objects"
   bulk_kubectl "$work/objects" "$work/ok" "$work/ok.err" replace --subresource=status
-  WRITTEN=$(grep -c . "$work/ok" || true)
+  WRITTEN=$(lines "$work/ok")
   out=$(<"$work/ok.err")
   [[ -n $out ]] || return 0
   # Claims changed since the run began (Conflict), or gone, are decided again at the next run.
@@ -129,7 +156,7 @@ delete_due() {
   local deletes=$1 work=$2 ref ns name uid rv kind
   DELETED=0
   [[ -s $deletes ]] || return 0
-  if (($(grep -c . "$deletes") > DELETE_ONE_BY_ONE)); then
+  if (($(lines "$deletes") > DELETE_ONE_BY_ONE)); then
     delete_bulk "$deletes" "$work"
     return 0
   fi
@@ -165,7 +192,7 @@ delete_bulk() {
   done < <(jq -r --rawfile gone "$work/gone" '
     ($gone | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $gone
     | select($gone[.ref]) | "\(.ref): Countdown to \(.kind): reached! Deleting the EVC."' "$deletes")
-  DELETED=$(grep -c . "$work/gone" || true)
+  DELETED=$(lines "$work/gone")
 }
 
 # delete_names NS FILE: deletes the claims named in FILE (one a line) from Lists, in up to

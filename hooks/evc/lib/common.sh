@@ -34,13 +34,14 @@ evc_jq() {
 settings_json() {
   local name
   for name in EXPIRY_PERIOD GRACE_PERIOD COUNTDOWN_INTERVAL; do
-    if [[ -n ${!name:-} && ! ${!name} =~ ^[0-9]+$ ]]; then
+    if [[ -n ${!name:-} && ! ${!name} =~ ^[0-9]{1,9}$ ]]; then
       log_error "$name must be a whole number of seconds, got '${!name}'"
       exit 100
     fi
   done
-  jq -cn --argjson e "${EXPIRY_PERIOD:-30}" --argjson g "${GRACE_PERIOD:-30}" \
-    --argjson i "${COUNTDOWN_INTERVAL:-10}" '{expiry: $e, grace: $g, interval: $i}'
+  # Without a process: every run reads them.
+  printf '{"expiry":%d,"grace":%d,"interval":%d}\n' "$((10#${EXPIRY_PERIOD:-30}))" \
+    "$((10#${GRACE_PERIOD:-30}))" "$((10#${COUNTDOWN_INTERVAL:-10}))"
 }
 
 status_set() {

@@ -313,10 +313,11 @@ def plan($now; $cfg; $index; $first):
      | ($index[.metadata.namespace] // {}) as $ns
      | claim_plan($now; $cfg; $ns.claims[.metadata.name] // []; $ns.pvcs[.metadata.name]; $first));
 
-# The namespaces of the claims a snapshot run handles (without a status), so that it lists
-# PVCs only there, and only when there is one.
-def new_claims_namespaces:
-  [.objects[] | select(.metadata.deletionTimestamp == null and .status.phase == null) | .metadata.namespace]
+# The namespaces of the claims a run handles ($first: the snapshot's, without a status; else
+# sync-all's, with one), so that it lists only there, and only when there is one.
+def claims_namespaces($first):
+  [.objects[] | select(.metadata.deletionTimestamp == null and ((.status.phase == null) == $first))
+   | .metadata.namespace]
   | unique[];
 
 # After a bulk create: the status writes. Input: a create record; $made: {ref: true} of the
