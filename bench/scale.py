@@ -299,7 +299,7 @@ def diff(a, b):
 
 
 PASS_RE = re.compile(r"^(\S+ \S+) INFO .*evc: pass over (\d+) claims: (\d+) statuses written, (\d+) deleted, "
-                     r"(\d+) one by one, in ([0-9.]+)s$")
+                     r"(\d+) PVCs created, (\d+) not, (\d+) one by one, in ([0-9.]+)s")
 
 
 def passes(text):
@@ -309,7 +309,7 @@ def passes(text):
         if m:
             t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
             out.append({"t": t, "claims": int(m.group(2)), "written": int(m.group(3)),
-                        "one_by_one": int(m.group(5)), "took_s": float(m.group(6))})
+                        "one_by_one": int(m.group(7)), "took_s": float(m.group(8))})
     return out
 
 

@@ -45,7 +45,7 @@ list_namespaces() {
 run_plan() {
   local file=$1 work=$2 first=$3
   # To a file first: a failing jq must fail the run, not look like an empty plan.
-  evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; $first)' -nc \
+  step plan evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; $first)' -nc \
     --slurpfile event "$file" --argjson now "$PASS_NOW" --argjson cfg "$(settings_json)" \
     --argjson first "$first" "${LISTS[@]}" >"$work/plan"
   local count
@@ -54,7 +54,7 @@ run_plan() {
   CLAIMS=${BASH_REMATCH[1]} MINE=${BASH_REMATCH[2]}
   run_records "$work/plan" "$work"
   RECONCILES=$(lines "$work/reconciles")
-  reconcile_each "$work/reconciles"
+  step one-by-one reconcile_each "$work/reconciles"
 }
 
 # A work directory removed when the hook ends; the clock read before any list: a pod seen
@@ -77,10 +77,10 @@ sync_all() {
     log_debug "evc: pass over $(jq '.objects | length' "$file") claims: none has a status yet"
     return 0
   fi
-  list_namespaces "$WORK" pods persistentvolumeclaims
+  step list list_namespaces "$WORK" pods persistentvolumeclaims
   run_plan "$file" "$WORK" false
   log_info "evc: pass over $CLAIMS claims: $WRITTEN statuses written, $DELETED deleted," \
-    "$CREATED PVCs created, $NOT_CREATED not, $RECONCILES one by one, in $(elapsed "$STARTED")s"
+    "$CREATED PVCs created, $NOT_CREATED not, $RECONCILES one by one, in $(elapsed "$STARTED")s ($(steps))"
 }
 
 # snapshot EVENT_FILE: the claims without a status (new ones): their PVC and first phase. The
@@ -94,10 +94,17 @@ snapshot() {
     log_debug "evc: snapshot of $(jq '.objects | length' "$file") claims: none new"
     return 0
   fi
-  list_namespaces "$WORK" persistentvolumeclaims
+  step list list_namespaces "$WORK" persistentvolumeclaims
   run_plan "$file" "$WORK" true
   log_info "evc: snapshot of $CLAIMS claims: $MINE new, $CREATED PVCs created, $NOT_CREATED not," \
-    "$WRITTEN statuses written, in $(elapsed "$STARTED")s"
+    "$WRITTEN statuses written, in $(elapsed "$STARTED")s ($(steps))"
+}
+
+# Where the time went: "list 0.512, evc 0.803, delete 0.000, ..." (lib/bulk.sh, step).
+steps() {
+  local IFS=,
+  local out="${STEPS[*]}"
+  printf '%s' "${out//,/, }"
 }
 
 # Seconds since START ($EPOCHREALTIME), with milliseconds.

@@ -64,10 +64,19 @@ run_records() {
       '{"do":"reconcile"'*) printf '%s\n' "$line" >>"$work/reconciles" ;;
     esac
   done <"$plan"
-  delete_due "$work/deletes" "$work"
-  create_pvcs "$work/creates" "$work" >>"$work/writes"
-  write_statuses "$work/writes" "$work"
-  announce "$work/writes" "$work/ok"
+  step delete delete_due "$work/deletes" "$work"
+  step pvcs create_pvcs "$work/creates" "$work" >>"$work/writes"
+  step statuses write_statuses "$work/writes" "$work"
+  step logs announce "$work/writes" "$work/ok"
+}
+
+# step NAME COMMAND ARGS...: runs it and adds "NAME 1.234" to STEPS, the seconds it took: the
+# summary line says where a run's time went.
+STEPS=()
+step() {
+  local name=$1 started=$EPOCHREALTIME
+  "${@:2}"
+  STEPS+=("$name $(elapsed "$started")")
 }
 
 # lines FILE: how many lines FILE has, without a process.
@@ -88,11 +97,12 @@ create_pvcs() {
     i=$((i + 1))
     jq -c --arg ns "$ns" 'select(.ref | startswith($ns + "/")) | .pvc' "$creates" >"$work/pvcs-$i"
     bulk_kubectl "$work/pvcs-$i" "$work/made-$i" "$work/made-$i.err" create
-    jq -c --arg ns "$ns" --rawfile made "$work/made-$i" --rawfile errs "$work/made-$i.err" -L "$EVC_LIB" '
+    # -n and inputs: the lookups are built once, not once per record.
+    jq -nc --arg ns "$ns" --rawfile made "$work/made-$i" --rawfile errs "$work/made-$i.err" -L "$EVC_LIB" '
       include "evc";
       ($made | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $made
       | ($errs | split("\n") | map(select(. != ""))) as $errs
-      | select(.ref | startswith($ns + "/")) | create_result($made; $errs)' "$creates"
+      | inputs | select(.ref | startswith($ns + "/")) | create_result($made; $errs)' "$creates"
     CREATED=$((CREATED + $(lines "$work/made-$i")))
   done < <(jq -r '.ref | split("/")[0]' "$creates" | sort -u)
   NOT_CREATED=$(($(lines "$creates") - CREATED))
@@ -131,9 +141,9 @@ announce() {
     else
       claim_event "$a" "$b" "$c" "$d"
     fi
-  done < <(jq -j --rawfile ok "$ok" '
+  done < <(jq -nj --rawfile ok "$ok" '
     ($ok | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $done
-    | select($done[.ref]) | . as $r
+    | inputs | select($done[.ref]) | . as $r
     | (.logs[] | ["log", .level, .text, "", ""]),
       (.event // empty | ["event", $r.ref, .reason, .message,
         ($r.object | {apiVersion, kind, metadata: (.metadata | {name, namespace, uid})} | tojson)])
@@ -180,18 +190,18 @@ delete_bulk() {
   while IFS= read -r ns; do
     i=$((i + 1))
     kubectl get --raw "/apis/zalando.org/v1/namespaces/$ns/ephemeralvolumeclaims" >"$work/now-$i.json"
-    jq -r --arg ns "$ns" --slurpfile now "$work/now-$i.json" '
+    jq -nr --arg ns "$ns" --slurpfile now "$work/now-$i.json" '
       ($now[0].items | map({key: .metadata.name, value: .metadata}) | from_entries) as $now
-      | select(.ns == $ns and $now[.name].uid == .uid and $now[.name].resourceVersion == .rv) | .name' \
+      | inputs | select(.ns == $ns and $now[.name].uid == .uid and $now[.name].resourceVersion == .rv) | .name' \
       "$deletes" >"$work/due-$i"
     [[ -s $work/due-$i ]] || continue
     delete_names "$ns" "$work/due-$i" >>"$work/gone"
   done < <(jq -r '.ns' "$deletes" | sort -u)
   while IFS= read -r line; do
     log_info "$line"
-  done < <(jq -r --rawfile gone "$work/gone" '
+  done < <(jq -nr --rawfile gone "$work/gone" '
     ($gone | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $gone
-    | select($gone[.ref]) | "\(.ref): Countdown to \(.kind): reached! Deleting the EVC."' "$deletes")
+    | inputs | select($gone[.ref]) | "\(.ref): Countdown to \(.kind): reached! Deleting the EVC."' "$deletes")
   DELETED=$(lines "$work/gone")
 }
 
