@@ -317,6 +317,9 @@ def burst_rows(scale):
                                          if x["rate_per_s"] else "-"),
             "", f"{t['target_rate_per_s']:.0f}/s", verdict(all((x["rate_per_s"] or 0) >= 0.9 * x["target_rate_per_s"]
                                                               for x in tk), ""))
+        if all(x.get("hook_ms_mean") for x in tk):
+            add("… the hook's own run time (runner's log), and the rate it allows",
+                rounds(tk, lambda x: f"{x['hook_ms_mean']:.1f} ms, {x['hooks_allow_per_s']:.1f}/s"), "", "", "")
         add("sync-all passes started during the drain / 1 s ticks in it",
             rounds(tk, lambda x: f"{x['sync_all_starts_in_drain']} / {x['ticks_in_drain']:.0f}"), "", "one per tick",
             verdict(all(x["sync_all_starts_in_drain"] >= x["ticks_in_drain"] - 2 for x in tk), ""))

@@ -491,6 +491,11 @@ def evc_burst_round(args, kube, ns, used, expiry=40, grace=20, bad=1):
         time.sleep(0.5)
     t_end = time.monotonic()
     cpu1, load1 = runner.cpu(), loadavg()
+    # The run that deleted the last claims logs its summary line after them.
+    quiet = time.monotonic() + 30
+    while time.monotonic() < quiet and runner.text().count("reached! Deleting the EVC.") < len(names):
+        time.sleep(0.5)
+    time.sleep(1)
     evw.stop()
     pvw.stop()
     text = runner.text()
@@ -597,6 +602,8 @@ def ticks_phase(args, kube, objects=1000, hook_s=0.1, workers=2):
     time.sleep(3)
     cpu1, load1 = runner.cpu(), loadavg()
     runner.stop()
+    # What the hooks themselves allow: --workers over their mean run time (the runner's lines).
+    took = [float(m) for m in re.findall(r"INFO hook added for \S+ succeeded in ([0-9.]+) ms", runner.text())]
     times = sorted(float(x[1]) for x in done)
     with open(sync_out) as f:
         starts = [float(line.split()[1]) for line in f if line.startswith("start")]
@@ -607,6 +614,8 @@ def ticks_phase(args, kube, objects=1000, hook_s=0.1, workers=2):
          "create_s": t_created - t0w, "handled": len(times),
          "drain_s": t_last - t0w, "rate_per_s": (len(times) - 1) / (t_last - t_first) if len(times) > 1 else None,
          "target_rate_per_s": workers / hook_s, "ticks_in_drain": t_last - t0w,
+         "hook_ms_mean": sum(took) / len(took) * 1 if took else None,
+         "hooks_allow_per_s": workers * 1000 / (sum(took) / len(took)) if took else None,
          "sync_all_starts_in_drain": len(during), "max_gap_s": max(gaps) if gaps else None,
          "gaps_over_2s": sum(1 for g in gaps if g > 2),
          "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1],

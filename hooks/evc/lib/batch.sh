@@ -50,8 +50,9 @@ run_plan() {
     --argjson first "$first" "${LISTS[@]}" >"$work/plan"
   local count
   read -r count <"$work/plan"
-  [[ $count =~ \"claims\":([0-9]+),\"mine\":([0-9]+) ]] || { log_error "evc: no plan (lib/evc.jq)"; exit 1; }
-  CLAIMS=${BASH_REMATCH[1]} MINE=${BASH_REMATCH[2]}
+  [[ $count =~ \"claims\":([0-9]+),\"mine\":([0-9]+),\"next\":([0-9]+|null) ]] ||
+    { log_error "evc: no plan (lib/evc.jq)"; exit 1; }
+  CLAIMS=${BASH_REMATCH[1]} MINE=${BASH_REMATCH[2]} NEXT_DEADLINE=${BASH_REMATCH[3]}
   run_records "$work/plan" "$work"
   RECONCILES=$(lines "$work/reconciles")
   step one-by-one reconcile_each "$work/reconciles"
@@ -79,8 +80,26 @@ sync_all() {
   fi
   step list list_namespaces "$WORK" pods persistentvolumeclaims
   run_plan "$file" "$WORK" false
+  if [[ $NEXT_DEADLINE != null ]] && ((NEXT_DEADLINE <= $(date -u +%s))); then
+    late_deletes "$file" "$WORK"
+  fi
   log_info "evc: pass over $CLAIMS claims: $WRITTEN statuses written, $DELETED deleted," \
     "$CREATED PVCs created, $NOT_CREATED not, $RECONCILES one by one, in $(elapsed "$STARTED")s ($(steps))"
+}
+
+# late_deletes EVENT_FILE WORK: deadlines passed while the pass ran (a thousand claims' writes
+# and deletions take seconds): those claims are decided again at once, with their pods listed
+# again, for deletion only, rather than at the next pass. Claims this pass wrote a status for
+# are left to the next one (their resourceVersion changed: lib/bulk.sh, delete_bulk).
+late_deletes() {
+  local file=$1 work=$2 deleted=$DELETED
+  PASS_NOW=$(date -u +%s)
+  step list list_namespaces "$work" pods persistentvolumeclaims
+  step plan evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; false)
+    | select(.do == "delete")' -nc --slurpfile event "$file" --argjson now "$PASS_NOW" \
+    --argjson cfg "$(settings_json)" "${LISTS[@]}" >"$work/deletes"
+  step delete delete_due "$work/deletes" "$work"
+  DELETED=$((DELETED + deleted))
 }
 
 # snapshot EVENT_FILE: the claims without a status (new ones): their PVC and first phase. The

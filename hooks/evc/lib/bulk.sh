@@ -9,7 +9,7 @@
 WRITERS=8
 # Up to this many claims due in one run are deleted one by one with a uid precondition
 # (delete_with_uid); more go by name in bulk (delete_bulk).
-DELETE_ONE_BY_ONE=20
+DELETE_ONE_BY_ONE=3
 # Filled by run_records: what the run did, for its summary line.
 DELETED=0 CREATED=0 NOT_CREATED=0 WRITTEN=0
 
@@ -163,27 +163,30 @@ claim_event() {
 # delete_due DELETES WORK: the claims whose stored deadline has passed. Few: one by one, each
 # with a uid precondition. Many (a burst expiring together): delete_bulk.
 delete_due() {
-  local deletes=$1 work=$2 ref ns name uid rv kind
+  local deletes=$1 work=$2 ref ns name uid kind pvc
   DELETED=0
   [[ -s $deletes ]] || return 0
   if (($(lines "$deletes") > DELETE_ONE_BY_ONE)); then
     delete_bulk "$deletes" "$work"
     return 0
   fi
-  while IFS=$'\t' read -r ref ns name uid _ kind; do
+  while IFS=$'\t' read -r ref ns name uid kind pvc; do
     EVC_REF=$ref
     # Logged only when this run deleted it: a run may come after the claim went.
     delete_with_uid "/apis/zalando.org/v1/namespaces/$ns/ephemeralvolumeclaims/$name" "$uid" || continue
     [[ $DELETE_RESULT == deleted ]] || continue
     log_info "$ref: Countdown to $kind: reached! Deleting the EVC."
     DELETED=$((DELETED + 1))
-  done < <(jq -r '[.ref, .ns, .name, .uid, .rv, .kind] | @tsv' "$deletes")
+    # Its PVC now, rather than when the garbage collector gets to it (the deleted hook
+    # leaves a claim past its deadline to this run).
+    [[ -z $pvc ]] || delete_with_uid "/api/v1/namespaces/$ns/persistentvolumeclaims/$name" "$pvc" || true
+  done < <(jq -r '[.ref, .ns, .name, .uid, .kind, .pvc // ""] | @tsv' "$deletes")
 }
 
 # delete_bulk DELETES WORK: kubectl deletes by name and sends no precondition, so the claims
 # are listed again first (one request per namespace) and only those with the uid and
 # resourceVersion the run decided on are deleted: a claim changed or re-created since is
-# decided again at the next run. Then one `kubectl delete` by name per WRITERS share.
+# decided again at the next run. Then their PVCs, the same way (listed again, same uid).
 delete_bulk() {
   local deletes=$1 work=$2 ns i=0 line
   : >"$work/gone"
@@ -195,7 +198,7 @@ delete_bulk() {
       | inputs | select(.ns == $ns and $now[.name].uid == .uid and $now[.name].resourceVersion == .rv) | .name' \
       "$deletes" >"$work/due-$i"
     [[ -s $work/due-$i ]] || continue
-    delete_names "$ns" "$work/due-$i" >>"$work/gone"
+    delete_names "$ns" "$work/due-$i" zalando.org/v1 EphemeralVolumeClaim >>"$work/gone"
   done < <(jq -r '.ns' "$deletes" | sort -u)
   while IFS= read -r line; do
     log_info "$line"
@@ -203,12 +206,29 @@ delete_bulk() {
     ($gone | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $gone
     | inputs | select($gone[.ref]) | "\(.ref): Countdown to \(.kind): reached! Deleting the EVC."' "$deletes")
   DELETED=$(lines "$work/gone")
+  delete_pvcs_of "$deletes" "$work"
 }
 
-# delete_names NS FILE: deletes the claims named in FILE (one a line) from Lists, in up to
-# WRITERS kubectl runs at once (by name on the command line, kubectl would throttle itself
-# to 5 requests a second); prints "NS/name" of each one deleted. Their PVCs go with them
-# (owner reference: the garbage collector's background deletion).
+# delete_pvcs_of DELETES WORK: the PVCs of the claims delete_bulk deleted (WORK/gone), where
+# they still have the uid the run saw.
+delete_pvcs_of() {
+  local deletes=$1 work=$2 ns i=0
+  while IFS= read -r ns; do
+    i=$((i + 1))
+    kubectl get --raw "/api/v1/namespaces/$ns/persistentvolumeclaims" >"$work/pvcs-now-$i.json"
+    jq -nr --arg ns "$ns" --rawfile gone "$work/gone" --slurpfile now "$work/pvcs-now-$i.json" '
+      ($gone | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $gone
+      | ($now[0].items | map({key: .metadata.name, value: .metadata.uid}) | from_entries) as $now
+      | inputs | select(.ns == $ns and $gone[.ref] and .pvc != null and $now[.name] == .pvc) | .name' \
+      "$deletes" >"$work/pvcs-due-$i"
+    [[ ! -s $work/pvcs-due-$i ]] || delete_names "$ns" "$work/pvcs-due-$i" v1 PersistentVolumeClaim >/dev/null
+  done < <(cut -d/ -f1 "$work/gone" | sort -u)
+}
+
+# delete_names NS FILE APIVERSION KIND: deletes the objects named in FILE (one a line) from
+# Lists, in up to WRITERS kubectl runs at once (by name on the command line, kubectl would
+# throttle itself to 5 requests a second); prints "NS/name" of each one deleted. What they
+# own goes with them (the garbage collector's background deletion).
 delete_names() {
   local ns=$1 file=$2 names parts chunk
   mapfile -t names <"$file"
@@ -216,13 +236,13 @@ delete_names() {
   ((parts <= WRITERS)) || parts=$WRITERS
   split -n "r/$parts" -d -a 3 "$file" "$file.part-"
   for chunk in "$file".part-*; do
-    jq -R --arg ns "$ns" '{apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim",
-        metadata: {name: ., namespace: $ns}}' "$chunk" | jq -s '{apiVersion: "v1", kind: "List", items: .}' |
+    jq -R --arg ns "$ns" --arg v "$3" --arg k "$4" '{apiVersion: $v, kind: $k, metadata: {name: ., namespace: $ns}}' \
+      "$chunk" | jq -s '{apiVersion: "v1", kind: "List", items: .}' |
       kubectl delete -f - --ignore-not-found --wait=false -o name >"$chunk.out" 2>"$chunk.err" &
   done
   wait
   for chunk in "$file".part-*.err; do
-    [[ ! -s $chunk ]] || log_error "evc: deleting claims in $ns failed: $(tr '\n' ';' <"$chunk")"
+    [[ ! -s $chunk ]] || log_error "evc: deleting ${4}s in $ns failed: $(tr '\n' ';' <"$chunk")"
   done
   sed "s|^.*/|$ns/|" "$file".part-*.out
   rm -f "$file".part-*

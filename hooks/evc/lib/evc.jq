@@ -90,14 +90,16 @@ def never_used($evc; $p):
      message: "Not used yet; deleted at \($deadline | todate) unless a pod uses it"};
 
 # Countdown bookkeeping: log when a countdown starts (a new deadline) and then
-# whenever an interval has passed since the last line, whatever the events' pace.
+# whenever an interval has passed since the last line, whatever the events' pace,
+# as long as an interval is left: the last line before the deletion would cost every
+# claim of a burst expiring together one more status write, for a few seconds' notice.
 # Due only once the deadline is in the stored status: a claim found past a deadline
 # nobody was shown yet (a slow pass) first gets that status, and goes at the next run.
 def countdown($st; $now; $p):
   if .deadline == null then . + {countdownLogged: null, log: false, due: false}
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
-       or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
+       or ($left <= ($st.countdownLogged // 0) - $p.interval and $left >= $p.interval)) as $next
     | (($st.deadline | ts) == .deadline) as $recorded
     # The line announcing a new countdown comes even when a slow pass finds it over
     # already ("0s left"); the deletion follows at the next run.
@@ -215,7 +217,7 @@ def index_lists:
 # --- plans in bulk (snapshot and sync-all) -------------------------------------------------
 # One jq run decides every claim of a run and prints one record (a JSON line) per claim that
 # needs something; lib/bulk.sh carries them out with a few kubectl runs for all claims:
-#   {do: "delete", ref, ns, name, uid, rv, kind}       deadline reached
+#   {do: "delete", ref, ns, name, uid, rv, kind, pvc}  deadline reached (pvc: its PVC's uid)
 #   {do: "create", ref, pvc, size, then}                PVC missing: create it, then write `then`
 #   {do: "write", ref, object, logs, event}             new status (object: the claim with it)
 #   {do: "reconcile", evc, pods, pvc}                   labels or size of its PVC: one by one
@@ -296,7 +298,8 @@ def claim_plan($now; $cfg; $pods; $pvc; $first):
       ({evc: ., pods: (if $first then [] else $pods end)} | decide($now; $cfg) | .evc_ref = $ref) as $d
       | if $d.due and ($first | not) then
           {do: "delete", ref: $ref, ns: .metadata.namespace, name: .metadata.name, uid: .metadata.uid,
-           rv: .metadata.resourceVersion, kind: $d.kind}
+           rv: .metadata.resourceVersion, kind: $d.kind,
+           pvc: (if $pvc != null and ($pvc | owned_by($uid)) then $pvc.metadata.uid else null end)}
         elif $pvc == null then create_then_write($d)
         else decided_write($d; {})
         end
@@ -304,11 +307,12 @@ def claim_plan($now; $cfg; $pods; $pvc; $first):
 
 # Input: the objects of a run ({objects: [claims]}). $index: {namespace: {claims:
 # pods_by_claim, pvcs: pvcs_by_name}}. $first: the snapshot hook's run (the claims without
-# a status), else sync-all's (the claims with one). Output: {do: "count", claims, mine},
-# then the records above.
+# a status), else sync-all's (the claims with one). Output: {do: "count", claims, mine,
+# next: the earliest stored deadline still ahead}, then the records above.
 def plan($now; $cfg; $index; $first):
   [.objects[] | select(.metadata.deletionTimestamp == null and ((.status.phase == null) == $first))] as $mine
-  | {do: "count", claims: (.objects | length), mine: ($mine | length)},
+  | {do: "count", claims: (.objects | length), mine: ($mine | length),
+     next: ([$mine[].status.deadline | ts | values | select(. > $now)] | min)},
     ($mine[]
      | ($index[.metadata.namespace] // {}) as $ns
      | claim_plan($now; $cfg; $ns.claims[.metadata.name] // []; $ns.pvcs[.metadata.name]; $first));
