@@ -241,6 +241,91 @@ def scale_rows(scale):
             spread([x["start_s"] for x in evc], secs), "", "", "")
         add("load average before → after", " · ".join(f"{x['load_before']} → {x['load_after']}" for x in evc),
             "", "", "")
+    r += burst_rows(scale)
+    return r
+
+
+def burst_rows(scale):
+    """Section 9: issue 19's bursts (bench/scale.py evc-burst, pvc-burst, ticks), one value per round."""
+    r = []
+    add = lambda *cells: r.append(cells)  # noqa: E731
+    secs = lambda v: f"{v:.1f} s" if v is not None else "-"  # noqa: E731
+    rounds = lambda xs, f: " · ".join(f(x) for x in xs)  # noqa: E731
+    for used in (0, 300):
+        ev = [x for x in scale if x["phase"] == "evc-burst" and bool(x["used"]) == bool(used)]
+        if not ev:
+            continue
+        e = ev[0]
+        what = "unused" if not e["used"] else f"{e['used']} of them used by Running pods"
+        add(f"**9{'a' if not used else 'b'}. hooks/evc, a burst** ({e['evcs']:,} EVCs at once, {what}, "
+            f"+{e['bad']} with a bad size; {e['pods']:,} pods; expiry {e['expiry_s']} s, grace {e['grace_s']} s; "
+            f"`--resync 10s`; {len(ev)} rounds)", "", "", "", "")
+        add("created in", rounds(ev, lambda x: secs(x["create_s"])), "", "", "")
+        add("created → PVC and status, p50 / p99 / max",
+            rounds(ev, lambda x: " / ".join(secs(x["ready_s"][k]) for k in ("p50", "p99", "max"))
+                   if x["ready_s"] else "-"), "", "≤ 30 s each",
+            verdict(all(x["ready_within_30"] == x["evcs"] for x in ev), ""))
+        add("unused claims: deleted after their deadline, p50 / max",
+            rounds(ev, lambda x: " / ".join(secs(x["late_s"][k]) for k in ("p50", "max")) if x["late_s"] else "-"),
+            "", "", "")
+        add("last unused claim deleted, after the last creation",
+            rounds(ev, lambda x: secs(x["all_unused_gone_after_last_s"])
+                   if x["all_unused_gone_after_last_s"] is not None else f"{x['unused_gone']} of {x['unused']}"),
+            "", f"≤ {e['expiry_s'] + 30} s",
+            verdict(all(x["all_unused_gone_after_last_s"] is not None
+                        and x["all_unused_gone_after_last_s"] <= x["expiry_s"] + 30 for x in ev), ""))
+        if used:
+            add("used claims deleted before their pods finished", rounds(ev, lambda x: str(x["used_deleted_before_finish"])),
+                "", "0", verdict(all(x["used_deleted_before_finish"] == 0 for x in ev), ""))
+            add("last used claim deleted, after its pods finished",
+                rounds(ev, lambda x: secs(x["used_gone_after_finish_s"]) if x["used_gone_after_finish_s"] is not None
+                       else f"{x['used_gone']} of {x['used']}"), "", f"≤ grace + 30 s = {e['grace_s'] + 30} s",
+                verdict(all(x["used_gone_after_finish_s"] is not None
+                            and x["used_gone_after_finish_s"] <= x["grace_s"] + 30 for x in ev), ""))
+        add("the bad claim: created → status (phases seen)",
+            rounds(ev, lambda x: ", ".join(f"{secs(v)}" for v in x["bad_status_s"].values()) + f" ({'/'.join(x['bad_phases'])})"),
+            "", "Failed, an Event", "")
+        add("snapshot runs with new claims / sync-all passes",
+            rounds(ev, lambda x: f"{x['snapshot_runs']} / {x['passes']}"), "", "", "")
+        add("CPU: runner / hooks, over the window",
+            rounds(ev, lambda x: f"{x['runner_cpu_s']:.1f} s / {x['hooks_cpu_s']:.1f} s in {x['window_s']:.0f} s"),
+            "", "", "")
+        add("load average before → after", rounds(ev, lambda x: f"{x['load_before']} → {x['load_after']}"), "", "", "")
+    pb = [x for x in scale if x["phase"] == "pvc-burst"]
+    if pb:
+        n = pb[0]["claims"]
+        add(f"**9c. hooks/pvc, a burst** ({n:,} claims at once on 3 nodes; {len(pb)} rounds)", "", "", "", "")
+        add("all claims Bound after",
+            rounds(pb, lambda x: secs(x["all_bound_s"]) if x["all_bound_s"] is not None
+                   else f"{x['bound']} of {n} in {x['window_s']:.0f} s"), "", "≤ 90 s",
+            verdict(all(x["all_bound_s"] is not None and x["all_bound_s"] <= 90 for x in pb), ""))
+        add("claim created → Bound, p50 / p99", rounds(pb, lambda x: f"{secs(x['p50_s'])} / {secs(x['p99_s'])}"),
+            "", "", "")
+        add("CPU: runner / its hooks / pod simulator",
+            rounds(pb, lambda x: f"{x['runner_cpu_s']:.1f} s / {x['hooks_cpu_s']:.1f} s / {x['simulator_cpu_s']:.1f} s"),
+            "", "", "")
+        add("mkdir Jobs / snapshot runs that had claims to provision", rounds(pb, lambda x: f"{x['jobs']} / {x['runs']}"),
+            "", "", "")
+        add("load average before → after", rounds(pb, lambda x: f"{x['load_before']} → {x['load_after']}"), "", "", "")
+    tk = [x for x in scale if x["phase"] == "ticks"]
+    if tk:
+        t = tk[0]
+        add(f"**9d. a burst while a hook is slow** ({t['objects']:,} ConfigMaps at once, `added` sleeps "
+            f"{t['hook_s'] * 1000:.0f} ms, `--workers {t['workers']}`, `sync-all` with `--resync 1s`; {len(tk)} rounds)",
+            "", "", "", "")
+        add("backlog drained at", rounds(tk, lambda x: f"{x['rate_per_s']:.1f}/s in {x['drain_s']:.1f} s"
+                                         if x["rate_per_s"] else "-"),
+            "", f"{t['target_rate_per_s']:.0f}/s", verdict(all((x["rate_per_s"] or 0) >= 0.9 * x["target_rate_per_s"]
+                                                              for x in tk), ""))
+        if all(x.get("hook_ms_mean") for x in tk):
+            add("… the hook's own run time (runner's log), and the rate it allows",
+                rounds(tk, lambda x: f"{x['hook_ms_mean']:.1f} ms, {x['hooks_allow_per_s']:.1f}/s"), "", "", "")
+        add("sync-all passes started during the drain / 1 s ticks in it",
+            rounds(tk, lambda x: f"{x['sync_all_starts_in_drain']} / {x['ticks_in_drain']:.0f}"), "", "one per tick",
+            verdict(all(x["sync_all_starts_in_drain"] >= x["ticks_in_drain"] - 2 for x in tk), ""))
+        add("longest time without a sync-all pass during the drain", rounds(tk, lambda x: secs(x["max_gap_s"])),
+            "", "", "")
+        add("load average before → after", rounds(tk, lambda x: f"{x['load_before']} → {x['load_after']}"), "", "", "")
     return r
 
 

@@ -10,26 +10,33 @@
 # bench/e2e.py (latency, memory at 1,000 / 10,000 / 50,000 pods, throughput and
 # start-up at 10,000); then the hook directories at scale, each on a control
 # plane of its own (bench/scale.py: pvc, 200 claims at once, with the pod
-# simulator; evc, 1,000 EVCs and 5,000 pods, without it); bench/report.py.
+# simulator; evc, 1,000 EVCs and 5,000 pods, without it); the bursts of issue 19
+# (evc-burst: 5,000 pods, then 1,000 EVCs at once, unused, then 300 of them used;
+# pvc-burst: 1,000 claims at once with the simulator; ticks: 1,000 ConfigMaps for a
+# 100 ms `added` beside a 1 s `sync-all`); bench/report.py.
 # About 10 minutes on 2 cores once built for the first part (575 s measured;
-# a cold build adds about 10), plus about 5 per round of pvc and evc.
+# a cold build adds about 10), plus about 5 per round of pvc and evc, and
+# 10-15 per round of the bursts.
 #
-# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k,pvc,evc,listen,handover (default:
-#                all); a subset writes its table into the work directory, not RESULTS.md
+# --phases LIST  subset of latency,mem1k,throughput,mem10k,mem50k,pvc,evc,evc-burst,pvc-burst,ticks,
+#                listen,handover (default: all); a subset writes its table into the work directory
+#                and leaves RESULTS.md alone
 # --keep         keep the work directory (logs, hook outputs) and print its path
 # Env: KOPF_VENV (default /tmp/kopf-venv), BENCH_WORK (default: a new mktemp -d),
-#      BENCH_ROUNDS (default 2): rounds of pvc and evc, whose spread is the noise.
+#      BENCH_ROUNDS (default 2): rounds of the scale phases, whose spread is the noise;
+#      CARGO_TARGET_DIR: where cargo builds (the binary measured is its release/operator).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-ALL_PHASES=latency,mem1k,throughput,mem10k,mem50k,pvc,evc,listen,handover
+ALL_PHASES=latency,mem1k,throughput,mem10k,mem50k,pvc,evc,evc-burst,pvc-burst,ticks,listen,handover
 PHASES=$ALL_PHASES
 ROUNDS=${BENCH_ROUNDS:-2}
 KEEP=0
 KEEP_WORK=0
 KOPF_VENV=${KOPF_VENV:-/tmp/kopf-venv}
 CLUSTER=
+BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/operator
 
 usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
@@ -96,21 +103,24 @@ kopf_venv() {
 }
 
 # The phases of e2e.py (one control plane) and of scale.py (one each), in run order.
-E2E_PHASES=$(tr , '\n' <<<"$PHASES" | grep -vx -e pvc -e evc -e listen -e handover | paste -sd, || true)
-SCALE_PHASES=$(tr , '\n' <<<"$PHASES" | grep -x -e pvc -e evc | paste -sd' ' || true)
+SCALE_LIST=(-e pvc -e evc -e evc-burst -e pvc-burst -e ticks)
+E2E_PHASES=$(tr , '\n' <<<"$PHASES" | grep -vx "${SCALE_LIST[@]}" -e listen -e handover | paste -sd, || true)
+SCALE_PHASES=$(tr , '\n' <<<"$PHASES" | grep -x "${SCALE_LIST[@]}" | paste -sd' ' || true)
 
 # scale PHASE: one phase of bench/scale.py on a control plane of its own (pvc with the
 # pod simulator, run by the release binary; evc without), BENCH_ROUNDS rounds.
 scale() {
-  local phase=$1 sim=()
-  [[ $phase == pvc ]] || sim=(--no-simulator)
+  local phase=$1 sim=() extra=()
+  [[ $phase == pvc || $phase == pvc-burst ]] || sim=(--no-simulator)
+  # Issue 19's bursts: 1,000 claims at once, all Bound within 90 s (the poll lasts 300 s).
+  [[ $phase != pvc-burst ]] || extra=(--claims 1000 --pvc-timeout 300)
   say "starting a control plane for $phase ${sim[*]}"
-  CLUSTER=$(OPERATOR_BIN=$REPO/target/release/operator "$REPO/tests/cluster/start.sh" "${sim[@]}" --owner-pid $$)
+  CLUSTER=$(OPERATOR_BIN=$BIN "$REPO/tests/cluster/start.sh" "${sim[@]}" --owner-pid $$)
   [[ -s $WORK/machine.txt ]] || describe_machine
   echo "load before $phase: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/machine.txt"
   say "scale: $phase, $ROUNDS rounds"
-  python3 "$HERE/scale.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
-    --repo "$REPO" --work "$WORK/$phase" --out "$WORK/scale.json" --phase "$phase" --repeat "$ROUNDS"
+  python3 "$HERE/scale.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$BIN" \
+    --repo "$REPO" --work "$WORK/$phase" --out "$WORK/scale.json" --phase "$phase" --repeat "$ROUNDS" "${extra[@]}"
   stop_cluster
 }
 
@@ -120,7 +130,7 @@ cd "$REPO"
 say "load average at start: $LOAD_AT_START"
 
 say "cargo build --release --locked"
-cargo build --release --locked --quiet
+nice cargo build --release --locked --quiet
 
 CRITERION=
 echo '{}' >"$WORK/e2e.json"
@@ -129,7 +139,7 @@ if [[ -n $E2E_PHASES ]]; then
   SPAWN_BENCH_OUT=$WORK/spawn.json cargo bench --locked --quiet --bench flatten --bench spawn \
     >"$WORK/criterion.log" 2>&1 || { cat "$WORK/criterion.log" >&2; exit 1; }
   grep -E '^(flatten|true|sh-hook|runner-like|bash)|time:' "$WORK/criterion.log" >&2 || true
-  CRITERION=$REPO/target/criterion
+  CRITERION=${CARGO_TARGET_DIR:-$REPO/target}/criterion
 
   kopf_venv
 
@@ -138,7 +148,7 @@ if [[ -n $E2E_PHASES ]]; then
   describe_machine
 
   say "end-to-end: $E2E_PHASES"
-  python3 "$HERE/e2e.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$REPO/target/release/operator" \
+  python3 "$HERE/e2e.py" --kubeconfig "$CLUSTER/kubeconfig" --operator "$BIN" \
     --kopf "$KOPF_VENV/bin/python" --work "$WORK" --out "$WORK/e2e.json" --cpus "$(nproc)" --phases "$E2E_PHASES" \
     --ceiling "$REPO"
 
@@ -156,7 +166,7 @@ for phase in listen handover; do
   say "$phase"
   script=$HERE/listen_cost.sh
   [[ $phase == listen ]] || script=$HERE/handover.sh
-  OPERATOR_BIN=$REPO/target/release/operator "$script" >"$WORK/$phase.txt" 2>"$WORK/$phase.log"
+  OPERATOR_BIN=$BIN "$script" >"$WORK/$phase.txt" 2>"$WORK/$phase.log"
   { echo "$phase (bench/${script##*/}):"; tail -n 4 "$WORK/$phase.txt" | sed 's/^/  /'; } >>"$WORK/machine.txt"
 done
 # The load at the end includes the benchmark's own processes (cluster, tools, hooks).

@@ -299,7 +299,7 @@ def diff(a, b):
 
 
 PASS_RE = re.compile(r"^(\S+ \S+) INFO .*evc: pass over (\d+) claims: (\d+) statuses written, (\d+) deleted, "
-                     r"(\d+) one by one, in ([0-9.]+)s$")
+                     r"(\d+) PVCs created, (\d+) not, (\d+) one by one, in ([0-9.]+)s")
 
 
 def passes(text):
@@ -309,7 +309,7 @@ def passes(text):
         if m:
             t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
             out.append({"t": t, "claims": int(m.group(2)), "written": int(m.group(3)),
-                        "one_by_one": int(m.group(5)), "took_s": float(m.group(6))})
+                        "one_by_one": int(m.group(7)), "took_s": float(m.group(8))})
     return out
 
 
@@ -368,6 +368,262 @@ def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
     return r
 
 
+# --- bursts (issue 19) ---------------------------------------------------------------------
+
+class Watch:
+    """`kubectl get KIND -n NS --watch`: each event's (type, name, phase) stamped on arrival."""
+
+    def __init__(self, args, kind, ns, template):
+        self.events = []
+        self.proc = subprocess.Popen(
+            ["kubectl", "--kubeconfig", args.kubeconfig, "get", kind, "-n", ns, "--watch", "--output-watch-events",
+             "-o", f"jsonpath={template}" + '{"\\n"}'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.events.append((time.monotonic(), line.split()))
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def burst_pods(args, kube, ns, count, prefix, claim=None, phase="Running"):
+    """COUNT pods named PREFIX-i, with phase PHASE; claim(i) names the EVC pod i mounts (or None)."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def one(i):
+        name = f"{prefix}-{i:05d}"
+        spec = {"restartPolicy": "Never", "nodeName": "kind-worker",
+                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        c = claim(i) if claim else None
+        if c:
+            spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": c}}]
+            spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+        status, raw = kube.request("POST", f"/api/v1/namespaces/{ns}/pods",
+                                   {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+        must(status, raw, f"pod {name}", ok=(201, 409))
+        pod_phase(kube, ns, name, phase, now)
+
+    parallel(list(range(count)), one)
+
+
+def pod_phase(kube, ns, name, phase, at):
+    """Reports the pod's phase as a kubelet would (there is none: the cluster runs no simulator)."""
+    state = ({"running": {"startedAt": at}} if phase == "Running"
+             else {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": at, "finishedAt": at}})
+    patch = {"status": {"phase": phase, "containerStatuses": [
+        {"name": "c", "image": "busybox", "imageID": "", "ready": phase == "Running", "restartCount": 0,
+         "state": state}]}}
+    status, raw = kube.request("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}/status", patch)
+    must(status, raw, f"pod status {name}")
+
+
+def stats(values):
+    return {"p50": percentile(values, 0.5), "p99": percentile(values, 0.99), "max": max(values)} if values else None
+
+
+def evc_burst_round(args, kube, ns, used, expiry=40, grace=20, bad=1):
+    """One burst: args.evcs EVCs created at once (`used` of them mounted by Running pods made just
+    before), plus `bad` with an invalid size. Watches EVCs and PVCs; finishes the used pods once
+    every unused claim is gone (or 120 s after the last creation)."""
+    tag = f"{'u' if used else 'a'}{args.round}"
+    names = [f"{tag}-{i:04d}" for i in range(args.evcs)]
+    if used:
+        burst_pods(args, kube, ns, used, f"user-{tag}", claim=lambda i: names[i])
+    runner = Runner(args, ["-o", "evc", "-A", "-h", os.path.join(args.repo, "hooks/evc"), "--resync", "10s"],
+                    f"evc-burst-{tag}")
+    deadline = time.monotonic() + 120
+    while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the evc runner did not list claims")
+        time.sleep(0.2)
+    time.sleep(2)
+    evw = Watch(args, "ephemeralvolumeclaims.zalando.org", ns, "{.type} {.object.metadata.name} {.object.status.phase}")
+    pvw = Watch(args, "persistentvolumeclaims", ns, "{.type} {.object.metadata.name}")
+    time.sleep(2)
+    load0, cpu0 = loadavg(), runner.cpu()
+    created = {}
+
+    def create(name):
+        size = "1Gi" if not name.startswith("bad") else "lots"
+        body = {"apiVersion": "zalando.org/v1", "kind": "EphemeralVolumeClaim",
+                "metadata": {"name": name, "labels": {"bench": "burst"}},
+                "spec": {"size": size, "expiryPeriod": expiry, "gracePeriod": grace}}
+        status, raw = kube.request("POST", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims", body)
+        created[name] = time.monotonic()
+        must(status, raw, f"evc {name}", ok=(201,))
+
+    bads = [f"bad-{tag}-{i}" for i in range(bad)]
+    allnames = names[:args.evcs // 2] + bads + names[args.evcs // 2:]
+    t0 = time.monotonic()
+    parallel(allnames, create)
+    t_last = max(created.values())
+    log(f"evc-burst {tag}: {len(allnames)} EVCs created in {t_last - t0:.1f} s")
+    user_set = set(names[:used])
+    unused = [n for n in names if n not in user_set]
+
+    def first(events, kind, name_ok, typ=None, want_phase=False):
+        out = {}
+        for t, f in events:
+            if len(f) < 2 or (typ and f[0] != typ) or not name_ok(f[1]):
+                continue
+            if want_phase and len(f) < 3:
+                continue
+            out.setdefault(f[1], t)
+        return out
+
+    finished_at = None
+    stop_at = t_last + 300
+    while time.monotonic() < stop_at:
+        gone = first(evw.events, "evc", lambda n: True, typ="DELETED")
+        if not finished_at and used and (all(n in gone for n in unused) or time.monotonic() > t_last + 120):
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            kept = sum(1 for n in names[:used] if n not in gone)
+            finished_at = time.monotonic()
+            parallel([f"user-{tag}-{i:05d}" for i in range(used)], lambda p: pod_phase(kube, ns, p, "Succeeded", at))
+            log(f"evc-burst {tag}: {kept} of {used} used claims still there; their pods finished")
+        if all(n in gone for n in names) and (finished_at or not used):
+            break
+        time.sleep(0.5)
+    t_end = time.monotonic()
+    cpu1, load1 = runner.cpu(), loadavg()
+    # The run that deleted the last claims logs its summary line after them.
+    quiet = time.monotonic() + 30
+    while time.monotonic() < quiet and runner.text().count("reached! Deleting the EVC.") < len(names):
+        time.sleep(0.5)
+    time.sleep(1)
+    evw.stop()
+    pvw.stop()
+    text = runner.text()
+    runner.stop()
+    status_at = first(evw.events, "evc", lambda n: True, want_phase=True)
+    pvc_at = first(pvw.events, "pvc", lambda n: True, typ="ADDED")
+    gone = first(evw.events, "evc", lambda n: True, typ="DELETED")
+    ready = [max(status_at[n], pvc_at[n]) - created[n] for n in names if n in status_at and n in pvc_at]
+    # Deletions of unused claims against their deadline (creation + expiry; the API's creation
+    # time is in whole seconds, the client's answer is within the second after it).
+    late = [gone[n] - (created[n] + expiry) for n in unused if n in gone]
+    used_gone = [gone[n] for n in names[:used] if n in gone]
+    early = sum(1 for n in names[:used] if n in gone and (finished_at is None or gone[n] < finished_at))
+    bad_status = {n: (status_at[n] - created[n]) if n in status_at else None for n in bads}
+    bad_phase = [f[2] for _, f in evw.events if len(f) > 2 and f[1] in bads]
+    runs = re.findall(r"evc: snapshot of \d+ claims: (\d+) new", text)
+    passes_ = re.findall(r"evc: pass over \d+ claims: (\d+) statuses written, (\d+) deleted", text)
+    r = {"phase": "evc-burst", "round": args.round, "evcs": args.evcs, "used": used, "bad": bad,
+         "pods": args.pods + used, "expiry_s": expiry, "grace_s": grace, "create_s": t_last - t0,
+         "ready": len(ready), "ready_s": stats(ready), "ready_within_30": sum(1 for x in ready if x <= 30),
+         "unused": len(unused), "unused_gone": len(late),
+         "all_unused_gone_after_last_s": (max(gone[n] for n in unused) - t_last) if len(late) == len(unused) else None,
+         "late_s": stats(late),
+         "used_deleted_before_finish": early,
+         "used_gone_after_finish_s": (max(used_gone) - finished_at) if used and finished_at and len(used_gone) == used
+         else None,
+         "used_gone": len(used_gone),
+         "bad_status_s": bad_status, "bad_phases": sorted(set(bad_phase)),
+         "snapshot_runs": len(runs), "snapshot_new": sum(int(x) for x in runs),
+         "passes": len(passes_), "deleted_by_passes": sum(int(d) for _, d in passes_),
+         "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1], "window_s": t_end - t0,
+         "hook_errors": text.count(" ERROR "), "load_before": load0, "load_after": load1}
+    log(f"evc-burst {json.dumps(r)}")
+    for n in bads:
+        kube.request("DELETE", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims/{n}")
+    return r
+
+
+def evc_burst_phase(args, kube):
+    """Issue 19, target 1: args.pods pods in the namespace, the runner as hooks/evc/README.md runs
+    it, then args.evcs EVCs at once: unused (a), then with args.used of them used (b)."""
+    ns = "evc-burst"
+    if args.round == args.first_round:
+        kubectl(args.kubeconfig, "apply", "-f", os.path.join(args.repo, "hooks/evc/crd.yaml"))
+        kubectl(args.kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+                "crd/ephemeralvolumeclaims.zalando.org")
+        ensure_namespace(kube, ns)
+        t = time.monotonic()
+        burst_pods(args, kube, ns, args.pods, "p")
+        log(f"evc-burst: {args.pods} Running pods created in {time.monotonic() - t:.0f} s")
+    out = [evc_burst_round(args, kube, ns, 0)]
+    if args.used:
+        out.append(evc_burst_round(args, kube, ns, args.used))
+    return out
+
+
+def ticks_phase(args, kube, objects=1000, hook_s=0.1, workers=2):
+    """Issue 19, target 4: a burst of ConfigMaps for a directory whose `added` takes 100 ms, with a
+    1 s --resync sync-all beside it. The drain rate of the backlog, and whether a sync-all pass
+    starts at every tick that no other pass occupies."""
+    ns = f"ticks-{args.round}"
+    ensure_namespace(kube, ns)
+    hooks = os.path.join(args.work, f"ticks-hooks-{args.round}")
+    os.makedirs(hooks, exist_ok=True)
+    added_out, sync_out = os.path.join(hooks, "added.out"), os.path.join(hooks, "sync.out")
+    for f in (added_out, sync_out):
+        if os.path.exists(f):
+            os.remove(f)
+    with open(os.path.join(hooks, "added"), "w") as f:
+        f.write(f"#!/bin/sh\nsleep {hook_s}\necho \"$EVENT_OBJECT_METADATA_NAME $(date +%s.%N)\" >> '{added_out}'\n")
+    with open(os.path.join(hooks, "sync-all"), "w") as f:
+        f.write(f"#!/bin/sh\necho \"start $(date +%s.%N)\" >> '{sync_out}'\n")
+    for h in ("added", "sync-all"):
+        os.chmod(os.path.join(hooks, h), 0o755)
+    runner = Runner(args, ["-o", "configmaps", "-n", ns, "-h", hooks, "--resync", "1s", "--workers", str(workers)],
+                    f"ticks-{args.round}")
+    deadline = time.monotonic() + 60
+    while " listed " not in (runner.text() if os.path.exists(runner.log) else ""):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ticks runner did not list")
+        time.sleep(0.1)
+    time.sleep(3)
+    load0, cpu0 = loadavg(), runner.cpu()
+    names = [f"cm-{i:04d}" for i in range(objects)]
+    t0w = time.time()
+
+    def create(name):
+        status, raw = kube.request("POST", f"/api/v1/namespaces/{ns}/configmaps",
+                                   {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+                                    "data": {"k": "v"}})
+        must(status, raw, f"configmap {name}")
+
+    parallel(names, create)
+    t_created = time.time()
+    expect = objects / (workers / hook_s)
+    deadline = time.monotonic() + 3 * expect + 60
+    done = []
+    while time.monotonic() < deadline:
+        with open(added_out) if os.path.exists(added_out) else open(os.devnull) as f:
+            done = [line.split() for line in f if line.startswith("cm-")]
+        if len(done) >= objects:
+            break
+        time.sleep(0.5)
+    time.sleep(3)
+    cpu1, load1 = runner.cpu(), loadavg()
+    runner.stop()
+    # What the hooks themselves allow: --workers over their mean run time (the runner's lines).
+    took = [float(m) for m in re.findall(r"INFO hook added for \S+ succeeded in ([0-9.]+) ms", runner.text())]
+    times = sorted(float(x[1]) for x in done)
+    with open(sync_out) as f:
+        starts = [float(line.split()[1]) for line in f if line.startswith("start")]
+    t_first, t_last = (times[0], times[-1]) if times else (t0w, t0w)
+    during = [s for s in starts if t0w <= s <= t_last]
+    gaps = [b - a for a, b in zip([t0w] + during, during + [t_last])]
+    r = {"phase": "ticks", "round": args.round, "objects": objects, "hook_s": hook_s, "workers": workers,
+         "create_s": t_created - t0w, "handled": len(times),
+         "drain_s": t_last - t0w, "rate_per_s": (len(times) - 1) / (t_last - t_first) if len(times) > 1 else None,
+         "target_rate_per_s": workers / hook_s, "ticks_in_drain": t_last - t0w,
+         "hook_ms_mean": sum(took) / len(took) * 1 if took else None,
+         "hooks_allow_per_s": workers * 1000 / (sum(took) / len(took)) if took else None,
+         "sync_all_starts_in_drain": len(during), "max_gap_s": max(gaps) if gaps else None,
+         "gaps_over_2s": sum(1 for g in gaps if g > 2),
+         "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1],
+         "load_before": load0, "load_after": load1}
+    log(f"ticks {json.dumps(r)}")
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kubeconfig", required=True)
@@ -375,7 +631,7 @@ def main():
     ap.add_argument("--repo", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--phase", required=True, choices=["pvc", "evc"])
+    ap.add_argument("--phase", required=True, choices=["pvc", "pvc-burst", "evc", "evc-burst", "ticks"])
     ap.add_argument("--repeat", type=int, default=1, help="rounds, to measure the noise")
     ap.add_argument("--window", type=int, default=120, help="evc: seconds of steady state measured")
     ap.add_argument("--settle", type=int, default=30, help="evc: seconds between the start and the window")
@@ -388,6 +644,8 @@ def main():
     ap.add_argument("--pvc-timeout", type=int, default=300, help="pvc: seconds to poll for Bound claims")
     ap.add_argument("--runner-arg", action="append", default=[], help="pvc: one more runner argument")
     ap.add_argument("--first-round", type=int, default=0, help="number of the first round (names, namespaces)")
+    ap.add_argument("--used", type=int, default=300, help="evc-burst: claims used by Running pods in the second burst")
+    ap.add_argument("--workers-ticks", type=int, default=2, help="ticks: --workers of the runner")
     args = ap.parse_args()
     args.cluster_dir = os.path.dirname(os.path.abspath(args.kubeconfig))
     os.makedirs(args.work, exist_ok=True)
@@ -398,9 +656,16 @@ def main():
             results = json.load(f)
     for rnd in range(args.first_round, args.first_round + args.repeat):
         args.round = rnd
-        r = (pvc_phase(args, kube, claims=args.claims, timeout=args.pvc_timeout) if args.phase == "pvc"
-             else evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window))
-        results.append(r)
+        if args.phase in ("pvc", "pvc-burst"):
+            r = [pvc_phase(args, kube, claims=args.claims, timeout=args.pvc_timeout)]
+            r[0]["phase"] = args.phase
+        elif args.phase == "evc":
+            r = [evc_phase(args, kube, evcs=args.evcs, pods=args.pods, window=args.window)]
+        elif args.phase == "evc-burst":
+            r = evc_burst_phase(args, kube)
+        else:
+            r = [ticks_phase(args, kube, workers=args.workers_ticks)]
+        results.extend(r)
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
 

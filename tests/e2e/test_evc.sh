@@ -291,4 +291,110 @@ test_labels_and_size_propagate() {
     || fail "no ShrinkNotSupported Warning Event for 512Mi"
 }
 
+# evc_list NS FIRST N SPEC_JSON: claims FIRST-0 .. FIRST-(N-1), one List in one kubectl
+# apply, so that they arrive together, as a burst does.
+evc_list() {
+  jq -n --arg first "$2" --argjson n "$3" --argjson spec "$4" '
+    {apiVersion: "v1", kind: "List", items: [range($n) | {apiVersion: "zalando.org/v1",
+      kind: "EphemeralVolumeClaim", metadata: {name: "\($first)-\(.)"}, spec: $spec}]}' |
+    kubectl -n "$1" apply -f - >/dev/null
+}
+
+# phases_are NS WANT: the claims' phases, counted ({"Pending":30,...}), are WANT.
+phases_are() {
+  [[ $(phase_counts "$1") == "$2" ]]
+}
+
+phase_counts() {
+  kubectl -n "$1" get evc -o json | jq -c '[.items[].status.phase // "none"]
+    | group_by(.) | map({(.[0]): length}) | add // {}'
+}
+
+# owned_pvcs NS: how many PVCs of the namespace are owned by the claim of their name.
+owned_pvcs() {
+  kubectl -n "$1" get pvc -o json | jq '[.items[] | .metadata.name as $n
+    | select(any(.metadata.ownerReferences[]?; .kind == "EphemeralVolumeClaim" and .name == $n
+                 and .controller == true))] | length'
+}
+
+test_burst_with_bad_claims_gets_pvcs_and_statuses() {
+  local ns
+  ns=$(new_namespace evc)
+  kubectl -n "$ns" create -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: clash}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+YAML
+  start_evc_operator "evc-$ns" "$ns"
+  # 30 good claims, one with a bad size and one whose name is taken, in one apply.
+  jq -n '{apiVersion: "v1", kind: "List", items: ([range(30) | {name: "good-\(.)", size: "1Gi"}]
+      + [{name: "bad", size: "lots"}, {name: "clash", size: "1Gi"}])
+      | map({apiVersion: "zalando.org/v1", kind: "EphemeralVolumeClaim", metadata: {name: .name},
+             spec: {size: .size, expiryPeriod: 300}})}' | kubectl -n "$ns" apply -f - >/dev/null
+  wait_until "$REACT" phases_are "$ns" '{"Failed":2,"Pending":30}' \
+    || fail "not every claim got its phase: $(phase_counts "$ns")"
+  [[ $(owned_pvcs "$ns") == 30 ]] || fail "expected 30 PVCs owned by their claims, got $(owned_pvcs "$ns")"
+  [[ $(warning_events "$ns" bad InvalidSize) == 1 ]] || fail "no InvalidSize Warning Event on the bad claim"
+  [[ $(warning_events "$ns" clash NameConflict) == 1 ]] || fail "no NameConflict Warning Event on the clash"
+  ! pvc_exists "$ns" bad || fail "a PVC was created for the bad size"
+  wait_for_log "evc-$ns" "$ns/good-29: Countdown to expiry: [0-9]+s left" "$REACT" \
+    || fail "no countdown logged for the last good claim"
+  wait_for_log "evc-$ns" 'evc: snapshot of [0-9]+ claims: [0-9]+ new, [0-9]+ PVCs created' "$REACT" \
+    || fail "no snapshot run was logged"
+}
+
+test_pvc_refused_by_quota_is_reported_and_retried() {
+  local ns refused=q-0
+  ns=$(new_namespace evc)
+  kubectl -n "$ns" create quota claims --hard=persistentvolumeclaims=1 >/dev/null
+  # The quota is enforced once its controller has counted what exists.
+  wait_until "$REACT" quota_counted "$ns" claims || fail "the quota was never counted"
+  start_evc_operator "evc-$ns" "$ns"
+  evc_list "$ns" q 2 '{"size": "1Gi", "expiryPeriod": 300}'
+  wait_until "$REACT" phases_are "$ns" '{"Failed":1,"Pending":1}' \
+    || fail "one claim should have its PVC, the other not: $(phase_counts "$ns")"
+  ! pvc_exists "$ns" q-0 || refused=q-1
+  [[ $(evc_field "$ns" "$refused" '{.status.message}') == *"could not create PVC"*quota* ]] \
+    || fail "the message does not say why: $(evc_field "$ns" "$refused" '{.status.message}')"
+  wait_until "$REACT" events_are "$ns" "$refused" PVCNotCreated 1 || fail "no PVCNotCreated Warning Event"
+  sleep 3 # a few passes try again: still one Event
+  events_are "$ns" "$refused" PVCNotCreated 1 || fail "the Event was posted again"
+  kubectl -n "$ns" delete quota claims >/dev/null
+  wait_until "$REACT" pvc_exists "$ns" "$refused" || fail "the PVC was not created once the quota went"
+  wait_until "$REACT" phase_is "$ns" "$refused" Pending || fail "the claim did not resume its lifecycle"
+}
+
+quota_counted() {
+  [[ -n $(kubectl -n "$1" get quota "$2" -o 'jsonpath={.status.hard}') ]]
+}
+
+# no_claims_left NS
+no_claims_left() { [[ -z $(kubectl -n "$1" get evc -o name) ]]; }
+
+test_many_claims_expiring_together_go_in_one_pass() {
+  local ns n=25 last=0 i t
+  ns=$(new_namespace evc)
+  start_evc_operator "evc-$ns-a" "$ns"
+  # More than lib/bulk.sh's DELETE_ONE_BY_ONE, and all due when the operator is back.
+  evc_list "$ns" x "$n" '{"size": "1Gi", "expiryPeriod": 20}'
+  wait_until "$REACT" phases_are "$ns" "{\"Pending\":$n}" || fail "not every claim became Pending: $(phase_counts "$ns")"
+  operator_stop "evc-$ns-a" || true
+  for ((i = 0; i < n; i++)); do
+    t=$(($(created_at "$ns" "x-$i") + 20))
+    ((t <= last)) || last=$t
+  done
+  while (($(date +%s) <= last)); do sleep 0.3; done
+  start_evc_operator "evc-$ns-b" "$ns"
+  wait_until "$SLACK" no_claims_left "$ns" || fail "claims left ${SLACK}s after the restart: $(phase_counts "$ns")"
+  # The pass's summary line comes once it has deleted their PVCs too.
+  wait_for_log "evc-$ns-b" "evc: pass over $n claims: [0-9]+ statuses written, $n deleted" "$REACT" \
+    || fail "the claims were not deleted by one pass"
+  [[ $(grep -c "Countdown to expiry: reached! Deleting the EVC" "$CLUSTER_DIR/logs/evc-$ns-b.log") == "$n" ]] \
+    || fail "not every deletion was logged once"
+  for ((i = 0; i < n; i++)); do
+    wait_until "$REACT" pvc_deleted "$ns" "x-$i" || fail "the PVC of x-$i was not deleted"
+  done
+}
+
 run_tests

@@ -1,73 +1,17 @@
 # shellcheck shell=bash source-path=SCRIPTDIR disable=SC2016  # SC2016: jq programs name $variables
-# One pass over every claim (the sync-all hook). The cost is a handful of processes
-# per pass, whatever the number of claims: per namespace one list of pods and one of
-# PVCs, one jq run deciding every claim (lib/evc.jq, plan), one kubectl run writing
-# every changed status. Only claims whose PVC needs work, and deadlines reached, cost
-# processes of their own.
+# The runs of the snapshot and sync-all hooks: every claim of the run decided in one jq run
+# (lib/evc.jq, plan) from the claims, the PVCs and (sync-all) the pods, each listed once per
+# namespace; then a handful of kubectl runs for all of them (lib/bulk.sh). Only claims whose
+# PVC needs labels or a new size take processes of their own (lib/lifecycle.sh).
 # shellcheck source=lifecycle.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lifecycle.sh"
+# shellcheck source=bulk.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bulk.sh"
 
 NAMESPACE_RE='^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'
-# Claims this pass deleted (delete_due).
-DELETED=0
-
-# write_statuses WRITES OK: replaces the status of every claim in WRITES (plan lines
-# {do: "write", object}); each write is conditional on the claim's resourceVersion. A
-# kubectl run sends its writes one after the other (30-70 ms each on a busy API server),
-# so up to WRITERS runs of at least 50 claims each go in parallel. The refs written go to
-# OK, one per line.
-WRITERS=8
-write_statuses() {
-  local writes=$1 ok=$2 lines parts chunk out others conflicts
-  mapfile -t lines <"$writes"
-  ((${#lines[@]})) || return 0
-  parts=$(((${#lines[@]} + 49) / 50))
-  ((parts <= WRITERS)) || parts=$WRITERS
-  split -n "l/$parts" -d "$writes" "$writes.part-"
-  for chunk in "$writes".part-*; do
-    jq -s '{apiVersion: "v1", kind: "List", items: map(.object)}' "$chunk" |
-      kubectl replace --subresource=status -f - \
-        -o jsonpath='{.metadata.namespace}/{.metadata.name}{"\n"}' >"$chunk.ok" 2>"$chunk.err" &
-  done
-  wait || true
-  cat "$writes".part-*.ok >"$ok"
-  out=$(cat "$writes".part-*.err)
-  [[ -n $out ]] || return 0
-  # Claims changed since the pass began (Conflict) are decided again at the next pass.
-  conflicts=$(grep -c 'Conflict\|has been modified' <<<"$out" || true)
-  others=$(grep -v 'Conflict\|has been modified' <<<"$out" || true)
-  ((conflicts == 0)) || log_debug "evc: $conflicts status writes skipped: the claims changed meanwhile"
-  [[ -z $others ]] || log_error "evc: writing statuses failed: ${others//$'\n'/; }"
-}
-
-# Log lines of the claims whose status was written: they announce that status.
-log_written() {
-  local writes=$1 ok=$2 line
-  [[ -s $writes ]] || return 0
-  while IFS= read -r line; do
-    log_info "$line"
-  done < <(jq -rn --rawfile ok "$ok" '
-    ($ok | split("\n") | map(select(. != "") | {(.): true}) | add // {}) as $done
-    | inputs | select($done[.ref]) | .logs[]' "$writes")
-}
-
-# delete_due DELETES: the claims whose deadline passed (plan lines {do: "delete"}).
-delete_due() {
-  local deletes=$1 ref path uid kind
-  DELETED=0
-  [[ -s $deletes ]] || return 0
-  while IFS=$'\t' read -r ref path uid kind; do
-    EVC_REF=$ref
-    # Logged only when this run deleted it: a pass may come after the claim went.
-    delete_with_uid "$path" "$uid" || continue
-    [[ $DELETE_RESULT == deleted ]] || continue
-    log_info "$ref: Countdown to $kind: reached! Deleting the EVC."
-    DELETED=$((DELETED + 1))
-  done < <(jq -r '[.ref, .path, .uid, .kind] | @tsv' "$deletes")
-}
 
 # reconcile_each RECONCILES: the one-by-one path, each claim in a process of its own
-# so that one failing claim does not end the pass (set -e holds inside it).
+# so that one failing claim does not end the run (set -e holds inside it).
 reconcile_each() {
   local reconciles=$1 line ref
   [[ -s $reconciles ]] || return 0
@@ -80,43 +24,106 @@ reconcile_each() {
   done <"$reconciles"
 }
 
-# sync_all EVENT_FILE: the whole pass. Per namespace of the claims, pods and PVCs are
-# listed with --raw (kubectl neither decodes nor re-encodes thousands of objects); one
-# jq run indexes them and decides every claim (lib/evc.jq, plan).
-sync_all() {
-  local file=$1 work ns started=$EPOCHREALTIME claims=0 line lists=() written reconciles=0
-  # The clock is read before the lists: a pod seen running was running at PASS_NOW, so a
-  # status.lastUsed of PASS_NOW is never later than that pod's finish.
-  PASS_NOW=$(date -u +%s)
-  work=$(mktemp -d)
-  # shellcheck disable=SC2064  # $work is fixed now
-  trap "rm -rf '$work'" EXIT
-  jq -r '[.objects[].metadata.namespace] | unique[]' "$file" >"$work/namespaces"
+# list_namespaces WORK WHAT...: per namespace of WORK/namespaces, `kubectl get --raw` of each
+# resource in WHAT (pods, persistentvolumeclaims) into WORK; the files go to LISTS. --raw:
+# kubectl neither decodes nor re-encodes thousands of objects.
+list_namespaces() {
+  local work=$1 ns what
+  shift
+  LISTS=()
   while IFS= read -r ns; do
     [[ $ns =~ $NAMESPACE_RE ]] || { log_error "evc: skipping claims of namespace '$ns': not a namespace name"; continue; }
-    kubectl get --raw "/api/v1/namespaces/$ns/pods" >"$work/pods-$ns.json"
-    kubectl get --raw "/api/v1/namespaces/$ns/persistentvolumeclaims" >"$work/pvcs-$ns.json"
-    lists+=("$work/pods-$ns.json" "$work/pvcs-$ns.json")
+    for what; do
+      kubectl get --raw "/api/v1/namespaces/$ns/$what" >"$work/$what-$ns.json"
+      LISTS+=("$work/$what-$ns.json")
+    done
   done <"$work/namespaces"
-  touch "$work/writes" "$work/deletes" "$work/reconciles" "$work/ok"
-  # To a file first: a failing jq must fail the pass, not look like an empty plan.
-  evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists)' -nc \
+}
+
+# run_plan FILE WORK FIRST: one jq decides every claim of the run (FIRST true: the claims
+# without a status, false: those with one) into WORK/plan, then lib/bulk.sh carries it out.
+run_plan() {
+  local file=$1 work=$2 first=$3
+  # To a file first: a failing jq must fail the run, not look like an empty plan.
+  step plan evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; $first)' -nc \
     --slurpfile event "$file" --argjson now "$PASS_NOW" --argjson cfg "$(settings_json)" \
-    "${lists[@]}" >"$work/plan"
-  while IFS= read -r line; do
-    case $line in
-      '{"do":"write"'*) printf '%s\n' "$line" >>"$work/writes" ;;
-      '{"do":"delete"'*) printf '%s\n' "$line" >>"$work/deletes" ;;
-      '{"do":"count","claims":'*) claims=${line##*:}; claims=${claims%\}} ;;
-      *) printf '%s\n' "$line" >>"$work/reconciles"; reconciles=$((reconciles + 1)) ;;
-    esac
-  done <"$work/plan"
-  write_statuses "$work/writes" "$work/ok"
-  log_written "$work/writes" "$work/ok"
-  delete_due "$work/deletes"
-  reconcile_each "$work/reconciles"
-  mapfile -t written <"$work/ok"
-  log_info "evc: pass over $claims claims: ${#written[@]} statuses written, $DELETED deleted, $reconciles one by one, in $(elapsed "$started")s"
+    --argjson first "$first" "${LISTS[@]}" >"$work/plan"
+  local count
+  read -r count <"$work/plan"
+  [[ $count =~ \"claims\":([0-9]+),\"mine\":([0-9]+),\"next\":([0-9]+|null) ]] ||
+    { log_error "evc: no plan (lib/evc.jq)"; exit 1; }
+  CLAIMS=${BASH_REMATCH[1]} MINE=${BASH_REMATCH[2]} NEXT_DEADLINE=${BASH_REMATCH[3]}
+  run_records "$work/plan" "$work"
+  RECONCILES=$(lines "$work/reconciles")
+  step one-by-one reconcile_each "$work/reconciles"
+}
+
+# A work directory removed when the hook ends; the clock read before any list: a pod seen
+# running was running at PASS_NOW, so a status.lastUsed of PASS_NOW is never later than
+# that pod's finish.
+run_start() {
+  STARTED=$EPOCHREALTIME
+  PASS_NOW=$(date -u +%s)
+  WORK=$(mktemp -d)
+  # shellcheck disable=SC2064  # $WORK is fixed now
+  trap "rm -rf '$WORK'" EXIT
+}
+
+# sync_all EVENT_FILE: every claim that has a status, with its pods and PVC.
+sync_all() {
+  local file=$1
+  run_start
+  evc_jq 'claims_namespaces(false)' -r "$file" >"$WORK/namespaces"
+  if [[ ! -s $WORK/namespaces ]]; then
+    log_debug "evc: pass over $(jq '.objects | length' "$file") claims: none has a status yet"
+    return 0
+  fi
+  step list list_namespaces "$WORK" pods persistentvolumeclaims
+  run_plan "$file" "$WORK" false
+  if [[ $NEXT_DEADLINE != null ]] && ((NEXT_DEADLINE <= $(date -u +%s))); then
+    late_deletes "$file" "$WORK"
+  fi
+  log_info "evc: pass over $CLAIMS claims: $WRITTEN statuses written, $DELETED deleted," \
+    "$CREATED PVCs created, $NOT_CREATED not, $RECONCILES one by one, in $(elapsed "$STARTED")s ($(steps))"
+}
+
+# late_deletes EVENT_FILE WORK: deadlines passed while the pass ran (a thousand claims' writes
+# and deletions take seconds): those claims are decided again at once, with their pods listed
+# again, for deletion only, rather than at the next pass. Claims this pass wrote a status for
+# are left to the next one (their resourceVersion changed: lib/bulk.sh, delete_bulk).
+late_deletes() {
+  local file=$1 work=$2 deleted=$DELETED
+  PASS_NOW=$(date -u +%s)
+  step list list_namespaces "$work" pods persistentvolumeclaims
+  step plan evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; false)
+    | select(.do == "delete")' -nc --slurpfile event "$file" --argjson now "$PASS_NOW" \
+    --argjson cfg "$(settings_json)" "${LISTS[@]}" >"$work/deletes"
+  step delete delete_due "$work/deletes" "$work"
+  DELETED=$((DELETED + deleted))
+}
+
+# snapshot EVENT_FILE: the claims without a status (new ones): their PVC and first phase. The
+# run after every change ends after its one jq when there is none (most runs: every status
+# write comes back as a change).
+snapshot() {
+  local file=$1
+  run_start
+  evc_jq 'claims_namespaces(true)' -r "$file" >"$WORK/namespaces"
+  if [[ ! -s $WORK/namespaces ]]; then
+    log_debug "evc: snapshot of $(jq '.objects | length' "$file") claims: none new"
+    return 0
+  fi
+  step list list_namespaces "$WORK" persistentvolumeclaims
+  run_plan "$file" "$WORK" true
+  log_info "evc: snapshot of $CLAIMS claims: $MINE new, $CREATED PVCs created, $NOT_CREATED not," \
+    "$WRITTEN statuses written, in $(elapsed "$STARTED")s ($(steps))"
+}
+
+# Where the time went: "list 0.512, evc 0.803, delete 0.000, ..." (lib/bulk.sh, step).
+steps() {
+  local IFS=,
+  local out="${STEPS[*]}"
+  printf '%s' "${out//,/, }"
 }
 
 # Seconds since START ($EPOCHREALTIME), with milliseconds.

@@ -4,8 +4,6 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/log.sh"
 # shellcheck source=../../lib/events.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../lib/events.sh"
-# shellcheck source=../../lib/children.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../../lib/children.sh"
 # The reporter of the hooks' Events (operator event).
 # shellcheck disable=SC2034  # read by events.sh
 EVENTS_COMPONENT=operator-evc
@@ -26,9 +24,6 @@ PENDING_LOGS=()
 DELETE_RESULT=
 # "namespace/name" of the claim at hand, the prefix of every log line about it.
 EVC_REF=
-# Set by ensure_pvc (pvc.sh) when the claim cannot have its PVC: no lifecycle then.
-# shellcheck disable=SC2034  # read by reconcile in lifecycle.sh
-CLAIM_FAILED=
 
 # jq with lib/evc.jq loaded: evc_jq PROGRAM [jq options and files].
 evc_jq() {
@@ -39,18 +34,14 @@ evc_jq() {
 settings_json() {
   local name
   for name in EXPIRY_PERIOD GRACE_PERIOD COUNTDOWN_INTERVAL; do
-    if [[ -n ${!name:-} && ! ${!name} =~ ^[0-9]+$ ]]; then
+    if [[ -n ${!name:-} && ! ${!name} =~ ^[0-9]{1,9}$ ]]; then
       log_error "$name must be a whole number of seconds, got '${!name}'"
       exit 100
     fi
   done
-  jq -cn --argjson e "${EXPIRY_PERIOD:-30}" --argjson g "${GRACE_PERIOD:-30}" \
-    --argjson i "${COUNTDOWN_INTERVAL:-10}" '{expiry: $e, grace: $g, interval: $i}'
-}
-
-# The claim as the server has it now (events may be stale), or nothing if gone.
-evc_get() {
-  kubectl get "$EVC_RESOURCE" "$2" -n "$1" -o json --ignore-not-found
+  # Without a process: every run reads them.
+  printf '{"expiry":%d,"grace":%d,"interval":%d}\n' "$((10#${EXPIRY_PERIOD:-30}))" \
+    "$((10#${GRACE_PERIOD:-30}))" "$((10#${COUNTDOWN_INTERVAL:-10}))"
 }
 
 status_set() {

@@ -90,14 +90,16 @@ def never_used($evc; $p):
      message: "Not used yet; deleted at \($deadline | todate) unless a pod uses it"};
 
 # Countdown bookkeeping: log when a countdown starts (a new deadline) and then
-# whenever an interval has passed since the last line, whatever the events' pace.
+# whenever an interval has passed since the last line, whatever the events' pace,
+# as long as an interval is left: the last line before the deletion would cost every
+# claim of a burst expiring together one more status write, for a few seconds' notice.
 # Due only once the deadline is in the stored status: a claim found past a deadline
 # nobody was shown yet (a slow pass) first gets that status, and goes at the next run.
 def countdown($st; $now; $p):
   if .deadline == null then . + {countdownLogged: null, log: false, due: false}
   else ((.deadline - $now) | ceil) as $left
     | (($st.deadline | ts) != .deadline
-       or $left <= ($st.countdownLogged // 0) - $p.interval) as $next
+       or ($left <= ($st.countdownLogged // 0) - $p.interval and $left >= $p.interval)) as $next
     | (($st.deadline | ts) == .deadline) as $recorded
     # The line announcing a new countdown comes even when a slow pass finds it over
     # already ("0s left"); the deletion follows at the next run.
@@ -211,23 +213,38 @@ def index_lists:
         .[$ns[0].metadata.namespace].pvcs = ({items: $ns} | pvcs_by_name))
     else . end);
 
-# The PVC side is in order: owned by the claim, labels copied, spec.size handled.
-# Claims for which this is false take the one-by-one path (lib/pvc.sh): rare, and that
-# path creates, patches and reports exactly as the added hook does.
-def pvc_settled($evc; $pvc):
-  $pvc != null and ($pvc | owned_by($evc.metadata.uid))
-  and label_patch($evc; $pvc) == null
-  and ($evc | size_of) == ($evc.status.size // "" | tostring);
 
-# Already Failed for the reason that still holds (the messages of lib/pvc.sh): the
-# one-by-one path would change nothing, so the pass skips the claim.
+# --- plans in bulk (snapshot and sync-all) -------------------------------------------------
+# One jq run decides every claim of a run and prints one record (a JSON line) per claim that
+# needs something; lib/bulk.sh carries them out with a few kubectl runs for all claims:
+#   {do: "delete", ref, ns, name, uid, rv, kind, pvc}  deadline reached (pvc: its PVC's uid)
+#   {do: "create", ref, pvc, size, then}                PVC missing: create it, then write `then`
+#   {do: "write", ref, object, logs, event}             new status (object: the claim with it)
+#   {do: "reconcile", evc, pods, pvc}                   labels or size of its PVC: one by one
+# logs: [{level, text}], announced once the status is stored; event: {reason, message} or null.
+
+def evc_ref: "\(.metadata.namespace)/\(.metadata.name)";
+
+# The claim as a status write sends it: its resourceVersion makes the write conditional.
+def write_object($status):
+  {apiVersion, kind, metadata: (.metadata | {name, namespace, uid, resourceVersion}), spec, status: $status};
+
+# The PVC as created in bulk: owned by the claim, as `adopt` (../../lib/children.sh) makes it.
+def pvc_child:
+  . as $evc
+  | pvc_manifest
+  | .metadata.ownerReferences = [{apiVersion: ($evc.apiVersion // "zalando.org/v1"), kind: "EphemeralVolumeClaim",
+      name: $evc.metadata.name, uid: $evc.metadata.uid, controller: true, blockOwnerDeletion: true}];
+
+def invalid_size_message: "spec.size must be a positive quantity such as 1Gi, got '\(size_of)'; no PVC created";
+def conflict_message: "PVC \(evc_ref) exists and is not owned by this EphemeralVolumeClaim; it is left alone";
+
+# Already Failed for the reason that still holds: deciding again would change nothing.
 def failed_as_before($evc; $pvc):
   $evc.status.phase == "Failed"
   and $evc.status.message == (
-    if $pvc == null and ($evc | size_of | valid_size | not) then
-      "spec.size must be a positive quantity such as 1Gi, got '\($evc | size_of)'; no PVC created"
-    elif $pvc != null and ($pvc | owned_by($evc.metadata.uid) | not) then
-      "PVC \($evc.metadata.namespace)/\($evc.metadata.name) exists and is not owned by this EphemeralVolumeClaim; it is left alone"
+    if $pvc == null and ($evc | size_of | valid_size | not) then $evc | invalid_size_message
+    elif $pvc != null and ($pvc | owned_by($evc.metadata.uid) | not) then $evc | conflict_message
     else null end);
 
 # The status to store: the old one with the decision's fields; null fields are left out,
@@ -242,30 +259,81 @@ def decision_logs($ref):
   (if .phase != .previous then "\($ref): Phase \(.phase): \(.message)" else empty end),
   (if .log then "\($ref): Countdown to \(.kind): \(.left)s left" else empty end);
 
-# Input: the sync-all event ({objects: [claims]}). $index: {namespace: {claims: pods_by_claim,
-# pvcs: pvcs_by_name}}. Output, one per claim needing something:
-#   {do: "reconcile", evc, pods, pvc}            PVC work: the one-by-one path
-#   {do: "delete", ref, path, uid, kind}         deadline reached
-#   {do: "write", ref, object, logs}             new status (object: the claim with it)
-# and first {do: "count", claims}.
-def plan($now; $cfg; $index):
-  {do: "count", claims: (.objects | length)},
-  (.objects[]
-  | select(.metadata.deletionTimestamp == null)
-  | . as $evc
-  | "\(.metadata.namespace)/\(.metadata.name)" as $ref
-  | ($index[.metadata.namespace] // {}) as $ns
-  | ($ns.claims[.metadata.name] // []) as $pods
-  | $ns.pvcs[.metadata.name] as $pvc
-  | if failed_as_before($evc; $pvc) then empty
-    elif pvc_settled($evc; $pvc) | not then {do: "reconcile", evc: $evc, pods: $pods, pvc: $pvc}
-    else ({evc: $evc, pods: $pods} | decide($now; $cfg)) as $d
-      | if $d.due then
-          {do: "delete", ref: $ref, kind: $d.kind, uid: $evc.metadata.uid,
-           path: "/apis/zalando.org/v1/namespaces/\($evc.metadata.namespace)/ephemeralvolumeclaims/\($evc.metadata.name)"}
-        elif ($d | status_changed($evc.status // {})) then
-          {do: "write", ref: $ref, logs: [$d | decision_logs($ref)],
-           object: ($evc | {apiVersion, kind, metadata: (.metadata | {name, namespace, uid, resourceVersion}),
-                            spec, status: ($d | new_status($evc.status))})}
-        else empty end
-    end);
+# Input: a claim that cannot have its PVC. Failed, no countdown, a Warning Event; nothing
+# when it is Failed with that message already (the Event and log line come once).
+def failure($reason; $message):
+  if .status.phase == "Failed" and .status.message == $message then empty
+  else {do: "write", ref: evc_ref, event: {reason: $reason, message: $message},
+        logs: [{level: "WARNING", text: "\(evc_ref): \($message)"}],
+        object: write_object((.status // {}) + {phase: "Failed", message: $message}
+                             | del(.deadline, .countdownLogged))}
+  end;
+
+# Input: a claim and its decision $d. The status write of that decision, or nothing when
+# the status would not change. $extra: fields to store beside it (status.size).
+def decided_write($d; $extra):
+  (.status as $old | ($d | new_status($old)) + $extra) as $status
+  | if $status == (.status // {}) then empty
+    else {do: "write", ref: evc_ref, event: null, object: write_object($status),
+          logs: [$d | decision_logs(.evc_ref) | {level: "INFO", text: .}]}
+    end;
+
+# Input: a claim without PVC and its decision: create the PVC, then store the decision and
+# status.size (lib/bulk.sh: the write goes out only if the PVC was created).
+def create_then_write($d):
+  {do: "create", ref: evc_ref, size: size_of, pvc: pvc_child, old: (.status // {}),
+   then: (decided_write($d; {size: size_of}) // {do: "write", ref: evc_ref, event: null, logs: [],
+          object: write_object((.status // {}) + {size: size_of})})};
+
+# One claim. $first: a new claim (no status yet; the snapshot hook): its first phase is
+# decided without pods, and nothing is deleted. Otherwise (sync-all) with its pods.
+def claim_plan($now; $cfg; $pods; $pvc; $first):
+  evc_ref as $ref | .metadata.uid as $uid
+  | if failed_as_before(.; $pvc) then empty
+    elif $pvc != null and ($pvc | owned_by($uid) | not) then failure("NameConflict"; conflict_message)
+    elif $pvc == null and (size_of | valid_size | not) then failure("InvalidSize"; invalid_size_message)
+    elif $pvc != null and ($first | not) and ((label_patch(.; $pvc) != null) or size_of != (.status.size // "" | tostring))
+      then {do: "reconcile", evc: ., pods: $pods, pvc: $pvc}
+    else
+      ({evc: ., pods: (if $first then [] else $pods end)} | decide($now; $cfg) | .evc_ref = $ref) as $d
+      | if $d.due and ($first | not) then
+          {do: "delete", ref: $ref, ns: .metadata.namespace, name: .metadata.name, uid: .metadata.uid,
+           rv: .metadata.resourceVersion, kind: $d.kind,
+           pvc: (if $pvc != null and ($pvc | owned_by($uid)) then $pvc.metadata.uid else null end)}
+        elif $pvc == null then create_then_write($d)
+        else decided_write($d; {})
+        end
+    end;
+
+# Input: the objects of a run ({objects: [claims]}). $index: {namespace: {claims:
+# pods_by_claim, pvcs: pvcs_by_name}}. $first: the snapshot hook's run (the claims without
+# a status), else sync-all's (the claims with one). Output: {do: "count", claims, mine,
+# next: the earliest stored deadline still ahead}, then the records above.
+def plan($now; $cfg; $index; $first):
+  [.objects[] | select(.metadata.deletionTimestamp == null and ((.status.phase == null) == $first))] as $mine
+  | {do: "count", claims: (.objects | length), mine: ($mine | length),
+     next: ([$mine[].status.deadline | ts | values | select(. > $now)] | min)},
+    ($mine[]
+     | ($index[.metadata.namespace] // {}) as $ns
+     | claim_plan($now; $cfg; $ns.claims[.metadata.name] // []; $ns.pvcs[.metadata.name]; $first));
+
+# The namespaces of the claims a run handles ($first: the snapshot's, without a status; else
+# sync-all's, with one), so that it lists only there, and only when there is one.
+def claims_namespaces($first):
+  [.objects[] | select(.metadata.deletionTimestamp == null and ((.status.phase == null) == $first))
+   | .metadata.namespace]
+  | unique[];
+
+# After a bulk create: the status writes. Input: a create record; $made: {ref: true} of the
+# PVCs created; $errs: kubectl's error lines of their namespace.
+def create_result($made; $errs):
+  if $made[.ref] then .size as $size
+    | .then | .logs = [{level: "INFO", text: "\(.ref): Created PVC \(.ref) of \($size)"}] + .logs
+  else
+    .ref as $ref | (.ref | split("/")[1]) as $name
+    | ([$errs[] | select(contains("persistentvolumeclaims \"\($name)\""))] | first
+       // ($errs | first) // "no answer from kubectl") as $line
+    | ($line | sub("^.*error when creating \"[^\"]*\": "; "")) as $why
+    | .old as $old | .then.object | .status = $old
+    | failure("PVCNotCreated"; "could not create PVC \($ref): \($why); tried again at the next pass")
+  end;

@@ -20,17 +20,14 @@ plan_claim() {
     --argjson now "${PASS_NOW:-$(date -u +%s)}" --argjson cfg "$(settings_json)"
 }
 
-# run_lifecycle EVC PODS NS NAME UID [no-delete]: with no-delete (the added hook, which
-# has not looked at the pods), a deadline reached is left to the next pass.
+# run_lifecycle EVC PODS NS NAME UID: the claim's phase, countdown and deletion.
 run_lifecycle() {
-  local evc=$1 pods=$2 ns=$3 name=$4 uid=$5 mode=${6:-}
+  local evc=$1 pods=$2 ns=$3 name=$4 uid=$5
   local plan due cancelled cancelled_kind phase previous kind left log changed status message
   plan=$(plan_claim "$evc" "$pods")
   IFS=$'\x1f' read -r due cancelled cancelled_kind phase previous kind left log changed status \
     message <<<"$plan"
-  if [[ $due == true && $mode == no-delete ]]; then
-    return 0
-  elif [[ $due == true ]]; then
+  if [[ $due == true ]]; then
     log_info "$EVC_REF: Countdown to $kind: reached! Deleting the EVC."
     delete_with_uid "/apis/zalando.org/v1/namespaces/$ns/ephemeralvolumeclaims/$name" "$uid"
     STATUS_PATCH='{}'
@@ -44,8 +41,8 @@ run_lifecycle() {
   [[ $changed != true ]] || status_set "$status"
 }
 
-# reconcile EVC PODS PVC: PVC, then lifecycle, then one status write, for a claim as the
-# pass saw it (PODS and PVC from the pass's lists). If the claim changed since the pass
+# reconcile EVC PODS PVC: PVC labels and size, then lifecycle, then one status write, for a
+# claim whose own PVC needs those (rare: a relabelled or resized claim), as the pass saw it (PODS and PVC from the pass's lists). If the claim changed since the pass
 # was taken (the added hook just wrote it, a user edited it), is gone or being deleted,
 # it is left to the next pass: one cheap look instead of deciding on stale state.
 reconcile() {
@@ -57,14 +54,12 @@ reconcile() {
     log_debug "$EVC_REF: changed since the pass began, or gone; left to the next pass"
     return 0
   fi
-  # The claim's own event file: operator event and adopt act on the object of EVENT_FILE,
+  # The claim's own event file: operator event acts on the object of EVENT_FILE,
   # and sync-all's holds the whole pass. Each reconcile runs in a process of its own.
   EVENT_FILE=$(mktemp)
   jq -c '{type: "SYNC", object: .}' <<<"$evc" >"$EVENT_FILE"
-  ensure_pvc "$evc" "$pvc"
-  if [[ -z $CLAIM_FAILED ]]; then
-    run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
-  fi
+  sync_pvc "$evc" "$pvc"
+  run_lifecycle "$evc" "$pods" "$ns" "$name" "$uid"
   status_flush "$ns" "$name"
   rm -f "$EVENT_FILE"
 }
