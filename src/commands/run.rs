@@ -178,12 +178,12 @@ async fn serve(
         async move {
             // --shards: only while this member may run the object's hooks (src/runtime/shard.rs).
             let epoch = crate::runtime::hooks::spawn::epoch();
-            let running = match &shard {
+            let (ev, running) = match &shard {
                 Some(s) => match s.acquire(&ev.key, &stopping).await {
-                    Some(running) => Some(running),
+                    Some(running) => (s.freshen(ev), Some(running)),
                     None => return tracing::debug!("{} {}: not this member's object now", ev.kind.as_str(), ev.key),
                 },
-                None => None,
+                None => (ev, None),
             };
             if let Some(r) = record {
                 r.append(&ev);

@@ -69,6 +69,10 @@ struct State {
 /// What the workers ask before running an object's hooks; shared with the membership task.
 pub struct Shard {
     me: String,
+    /// Every object's newest state as the watch gave it: a hook gets the state as of its
+    /// start, so that a hand-over (which waits) never delivers an older state than the
+    /// one the old owner delivered before it released the object.
+    latest: Mutex<HashMap<Arc<str>, Arc<str>>>,
     state: Mutex<State>,
     wake: watch::Sender<u64>,
     drained: Notify,
@@ -76,7 +80,13 @@ pub struct Shard {
 
 impl Shard {
     fn new(me: String) -> Arc<Shard> {
-        Arc::new(Shard { me, state: Mutex::default(), wake: watch::channel(0).0, drained: Notify::new() })
+        Arc::new(Shard {
+            me,
+            latest: Mutex::default(),
+            state: Mutex::default(),
+            wake: watch::channel(0).0,
+            drained: Notify::new(),
+        })
     }
 
     pub fn me(&self) -> &str {
@@ -126,6 +136,25 @@ impl Shard {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+    }
+
+    /// The event with the object's newest state (a deletion keeps its own).
+    pub fn freshen(&self, ev: ObjectEvent) -> ObjectEvent {
+        if ev.kind == EventType::Deleted {
+            return ev;
+        }
+        match self.latest.lock().unwrap_or_else(|e| e.into_inner()).get(&ev.key) {
+            Some(object) if *object != ev.object => ObjectEvent { object: object.clone(), ..ev },
+            _ => ev,
+        }
+    }
+
+    fn saw(&self, ev: &ObjectEvent) {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        match ev.kind {
+            EventType::Deleted => latest.remove(&ev.key),
+            _ => latest.insert(ev.key.clone(), ev.object.clone()),
+        };
     }
 
     /// No hook runs for an object the current view gives to another member.
@@ -254,7 +283,10 @@ impl Membership {
             };
             let next = started + self.timing.retry_period;
             let deadline = self.shard.lock().valid_until.unwrap_or(next);
-            let pending = { self.shard.lock().view != self.shard.lock().published };
+            let pending = {
+                let s = self.shard.lock();
+                s.view != s.published
+            };
             tokio::select! {
                 _ = until.cancelled() => break,
                 _ = tokio::time::sleep_until(next.min(deadline.max(started)).into()) => {}
@@ -529,6 +561,7 @@ impl Ownership {
 
     /// Whether the event goes to this member's queue; a deletion of another's object is kept aside.
     pub fn keep(&mut self, ev: &ObjectEvent) -> bool {
+        self.shard.saw(ev);
         if self.mine(&ev.key) {
             return true;
         }
