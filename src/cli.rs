@@ -294,31 +294,36 @@ pub struct RunArgs {
     pub record: Option<PathBuf>,
 }
 
-/// Running with replicas (leader election) and being watched (--listen).
+/// Running with replicas (leader election or shards) and being watched (--listen).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("lease_users").args(["leader_elect", "shards"]).multiple(true)))]
 pub struct ReplicaArgs {
     /// Run hooks only while holding a coordination.k8s.io/v1 Lease; other instances stand by
     #[arg(long)]
     pub leader_elect: bool,
 
+    /// Share the objects among every instance with the same --lease-name: each runs the hooks of its own part (docs/OPERATIONS.md, "Scaling out")
+    #[arg(long)]
+    pub shards: bool,
+
     /// Name of the Lease [default: operator-<resource>-<hooks directory name>]
-    #[arg(long, value_name = "NAME", requires = "leader_elect")]
+    #[arg(long, value_name = "NAME", requires = "lease_users")]
     pub lease_name: Option<String>,
 
     /// Namespace of the Lease [default: the service account's, else the kubeconfig context's]
-    #[arg(long, value_name = "NS", requires = "leader_elect")]
+    #[arg(long, value_name = "NS", requires = "lease_users")]
     pub lease_namespace: Option<String>,
 
     /// How long a Lease holds without renewal; standbys take over after it
-    #[arg(long, value_name = "DURATION", default_value = "15s", requires = "leader_elect")]
+    #[arg(long, value_name = "DURATION", default_value = "15s", requires = "lease_users")]
     pub lease_duration: String,
 
     /// A leader that cannot renew within this time stops its hooks and exits
-    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "leader_elect")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "lease_users")]
     pub renew_deadline: String,
 
     /// How often the Lease is renewed, and tried by standbys
-    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "leader_elect")]
+    #[arg(long, value_name = "DURATION", default_value = "2s", requires = "lease_users")]
     pub retry_period: String,
 
     /// An instance of higher priority takes the Lease over from a lower one, and gives it back when it stops
@@ -429,6 +434,13 @@ mod tests {
         let cli = parse(&["-o", "pods", "--leader-elect", "--priority", "-1", "--listen", ":9090"]).unwrap();
         assert_eq!(cli.run.replicas.priority, -1);
         assert_eq!(cli.run.replicas.lease_duration, "15s");
+    }
+
+    #[test]
+    fn lease_flags_also_serve_shards_but_priority_only_leader_election() {
+        let cli = parse(&["-o", "pods", "--shards", "--lease-name", "g", "--lease-duration", "4s"]).unwrap();
+        assert!(cli.run.replicas.shards);
+        assert!(parse(&["-o", "pods", "--shards", "--priority", "1"]).is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} and {1} cannot be used together: {2}")]
+    Conflict(&'static str, &'static str, &'static str),
     #[error("cannot find the current directory")]
     CurrentDir(#[source] std::io::Error),
 }
@@ -103,6 +105,8 @@ pub struct Config {
     pub grace_period: Duration,
     pub finalizer: Option<String>,
     pub leader: Option<LeaderConfig>,
+    /// --shards: the Lease group and its timing (the --leader-elect lease flags).
+    pub shards: Option<LeaderConfig>,
     pub listen: Option<ListenConfig>,
     /// --record: every delivered event is appended here.
     pub record: Option<PathBuf>,
@@ -135,6 +139,7 @@ impl Config {
             backoff_max: duration("--backoff-max", &args.backoff_max)?,
         };
         let log = log_config(&args, &cwd)?;
+        let sharded = shards(&args.replicas, args.queue.is_some())?;
         Ok(Config {
             object: args.object.unwrap_or_default(),
             hooks_dir: hooks_dir(&cwd.join(&args.hooks))?,
@@ -157,7 +162,8 @@ impl Config {
             hook_timeout: positive_duration("--hook-timeout", &args.hook_timeout)?,
             grace_period: duration("--grace-period", &args.grace_period)?,
             finalizer: args.finalizer.map(finalizer).transpose()?,
-            leader: leader(&args.replicas)?,
+            shards: sharded,
+            leader: leader(&args.replicas)?.filter(|_| args.replicas.leader_elect),
             listen: listen(&args.replicas)?,
             record: args.record.map(|p| cwd.join(p)),
         })
@@ -313,8 +319,32 @@ fn finalizer(name: String) -> Result<String, ConfigError> {
     }
 }
 
+/// --shards: the lease flags as for --leader-elect, which it excludes (one group of
+/// members shares the objects; a leader would run them all).
+fn shards(args: &crate::cli::ReplicaArgs, queue: bool) -> Result<Option<LeaderConfig>, ConfigError> {
+    if !args.shards {
+        return Ok(None);
+    }
+    if args.leader_elect {
+        return Err(ConfigError::Conflict(
+            "--shards",
+            "--leader-elect",
+            "a leader runs every object's hooks, members of a shard group each run their own",
+        ));
+    }
+    if queue {
+        return Err(ConfigError::Conflict(
+            "--shards",
+            "--queue",
+            "after a restart a member's unfinished events may belong to another member",
+        ));
+    }
+    leader(args)
+}
+
+/// The Lease flags, for --leader-elect or --shards (None with neither).
 fn leader(args: &crate::cli::ReplicaArgs) -> Result<Option<LeaderConfig>, ConfigError> {
-    if !args.leader_elect {
+    if !args.leader_elect && !args.shards {
         return Ok(None);
     }
     if let Some(name) = args.lease_name.as_deref().filter(|n| !crate::model::lease::valid_lease_name(n)) {
@@ -446,6 +476,22 @@ mod tests {
         assert!(err.contains("--renew-deadline"), "{err}");
         let err = leader(&replica_args(&["--retry-period", "9s"])).unwrap_err().to_string();
         assert!(err.contains("--retry-period"), "{err}");
+    }
+
+    #[test]
+    fn shards_refuse_leader_election_and_the_durable_queue_in_one_line_naming_both() {
+        use clap::Parser;
+        let args = |extra: &[&str]| {
+            let all = ["operator", "-o", "pods", "--shards"].iter().chain(extra);
+            crate::cli::Cli::try_parse_from(all).unwrap().run.replicas
+        };
+        let err = shards(&args(&["--leader-elect"]), false).unwrap_err().to_string();
+        assert!(err.contains("--shards") && err.contains("--leader-elect") && !err.contains('\n'), "{err}");
+        let err = shards(&args(&[]), true).unwrap_err().to_string();
+        assert!(err.contains("--shards") && err.contains("--queue"), "{err}");
+        let cfg = shards(&args(&["--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"]), false);
+        assert_eq!(cfg.unwrap().unwrap().timing.lease_duration, Duration::from_secs(4));
+        assert!(shards(&args(&["--lease-duration", "2s"]), false).is_err(), "the same timing checks");
     }
 
     #[test]

@@ -244,6 +244,7 @@ impl Runner {
             filter: Default::default(),
             ignore_status_changes: false,
             batch: None,
+            shard: None,
         }
     }
 }

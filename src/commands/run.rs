@@ -13,6 +13,7 @@ use crate::runtime::hooks::env::Settings;
 use crate::runtime::hooks::spawn::Limits;
 use crate::runtime::journal::Journal;
 use crate::runtime::leader;
+use crate::runtime::shard;
 use crate::runtime::watch::{Tracker, Watch};
 use kube::Client;
 use kube::api::{Api, DynamicObject};
@@ -48,6 +49,8 @@ pub enum RunError {
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
     #[error(transparent)]
+    Shard(#[from] shard::ShardError),
+    #[error(transparent)]
     Listen(#[from] crate::runtime::listen::ListenError),
     #[error(transparent)]
     Record(#[from] crate::runtime::record::RecordError),
@@ -78,18 +81,24 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         filter: cfg.object_filter.clone(),
         ignore_status_changes: cfg.ignore_status_changes,
         batch: None,
+        shard: None,
     };
     new_watch().check().await?;
     let scope = scope_text(&cfg, &resolved, &default_ns);
     tracing::info!("watching {} ({scope}) with hooks from {}", resolved.resource.plural, cfg.hooks_dir.display());
     let stop = CancellationToken::new();
     let signals = tokio::spawn(wait_for_signal(stop.clone()));
-    let result = match &cfg.leader {
-        None => {
+    let result = match (&cfg.leader, &cfg.shards) {
+        (None, Some(s)) => {
+            crate::runtime::metrics::leader(true);
+            let (namespace, group) = lease_of(s, &resolved, &cfg, &default_ns);
+            sharded(&cfg, client.clone(), &resolved, new_watch(), stop, (&namespace, &group, s.timing)).await
+        }
+        (None, None) => {
             crate::runtime::metrics::leader(true);
             serve(&cfg, client.clone(), &resolved, new_watch(), stop).await
         }
-        Some(l) => {
+        (Some(l), _) => {
             let election = election(l, client.clone(), &resolved, &cfg, &default_ns);
             election.lead(stop, |term| serve(&cfg, client.clone(), &resolved, new_watch(), term)).await
         }
@@ -100,12 +109,39 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 }
 
 fn election(l: &LeaderConfig, client: Client, r: &Resolved, cfg: &Config, default_ns: &str) -> leader::Election {
+    let (namespace, name) = lease_of(l, r, cfg, default_ns);
+    leader::Election::new(client, &namespace, &name, l.priority, l.timing)
+}
+
+/// The Lease's namespace and name (for --shards: the group's name).
+fn lease_of(l: &LeaderConfig, r: &Resolved, cfg: &Config, default_ns: &str) -> (String, String) {
     let resource = match r.resource.group.as_str() {
         "" => r.resource.plural.clone(),
         group => format!("{}.{group}", r.resource.plural),
     };
     let name = l.name.clone().unwrap_or_else(|| crate::model::lease::default_lease_name(&resource, &cfg.hooks_dir));
-    leader::Election::new(client, l.namespace.as_deref().unwrap_or(default_ns), &name, l.priority, l.timing)
+    (l.namespace.clone().unwrap_or_else(|| default_ns.to_string()), name)
+}
+
+/// --shards: joins the group, serves this member's objects while its Lease is renewed,
+/// and leaves (deletes its Lease) once its hooks ended.
+async fn sharded(
+    cfg: &Config,
+    client: Client,
+    r: &Resolved,
+    mut watch: Watch,
+    stop: CancellationToken,
+    (namespace, group, timing): (&str, &str, crate::model::lease::Timing),
+) -> Result<(), RunError> {
+    let (membership, changes) = shard::Membership::join(client.clone(), namespace, group, timing).await?;
+    watch.shard = Some(shard::Ownership::new(membership.shard(), changes));
+    let until = CancellationToken::new();
+    let member = tokio::spawn(membership.run(stop.clone(), until.clone()));
+    let served = serve(cfg, client, r, watch, stop).await;
+    until.cancel();
+    let renewed = member.await.unwrap_or(Ok(()));
+    served?;
+    renewed.map_err(RunError::from)
 }
 
 /// Runs the queue and the watch until a signal; unfinished events of the durable
@@ -135,13 +171,25 @@ async fn serve(
     let record = cfg.record.as_deref().map(crate::runtime::record::Record::open).transpose()?.map(Arc::new);
     let (tx, rx) = mpsc::channel(1024);
     let d = deliverer.clone();
+    let shard = watch.shard.as_ref().map(|own| own.shard());
+    let stopping = stop.clone();
     let handle = move |ev: ObjectEvent| {
-        let (d, record) = (d.clone(), record.clone());
+        let (d, record, shard, stopping) = (d.clone(), record.clone(), shard.clone(), stopping.clone());
         async move {
+            // --shards: only while this member may run the object's hooks (src/runtime/shard.rs).
+            let epoch = crate::runtime::hooks::spawn::epoch();
+            let (ev, running) = match &shard {
+                Some(s) => match s.acquire(&ev.key, &stopping).await {
+                    Some(running) => (s.freshen(ev), Some(running)),
+                    None => return tracing::debug!("{} {}: not this member's object now", ev.kind.as_str(), ev.key),
+                },
+                None => (ev, None),
+            };
             if let Some(r) = record {
                 r.append(&ev);
             }
-            d.handle(&ev).await;
+            crate::runtime::hooks::spawn::within_epoch(epoch, d.handle(&ev)).await;
+            drop(running);
         }
     };
     let dispatcher = tokio::spawn(crate::runtime::queue::dispatch(rx, cfg.workers, handle, stop.clone()));

@@ -19,3 +19,4 @@ pub mod lease;
 pub mod outcome;
 pub mod retry;
 pub mod selector;
+pub mod shard;

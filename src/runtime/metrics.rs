@@ -48,6 +48,14 @@ struct Metrics {
     watch_restarts: Counter,
     last_event: Gauge<f64, AtomicU64>,
     leader: Gauge,
+    shard_members: Gauge,
+    shard_owned: Gauge,
+    shard_handovers: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
 }
 
 /// Hooks take from milliseconds to minutes.
@@ -67,6 +75,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         watch_restarts: Counter::default(),
         last_event: Gauge::default(),
         leader: Gauge::default(),
+        shard_members: Gauge::default(),
+        shard_owned: Gauge::default(),
+        shard_handovers: Family::default(),
         registry: Registry::default(),
     };
     r.register("operator_events", "Events received from the watch, by type", m.events.clone());
@@ -78,6 +89,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     r.register("operator_watch_restarts", "Times the watch failed and reconnected", m.watch_restarts.clone());
     r.register("operator_last_event_timestamp_seconds", "Unix time of the last event", m.last_event.clone());
     r.register("operator_leader", "1 while this instance runs hooks, 0 while it stands by", m.leader.clone());
+    r.register(
+        "operator_shard_members",
+        "Live members of the --shards group, this one included",
+        m.shard_members.clone(),
+    );
+    r.register("operator_shard_objects_owned", "Objects this --shards member owns", m.shard_owned.clone());
+    r.register(
+        "operator_shard_handovers",
+        "Objects this --shards member took over, by why their owner changed (rebalanced, left, expired, rejoined)",
+        m.shard_handovers.clone(),
+    );
     let info = Family::<VersionLabel, Gauge>::default();
     info.get_or_create(&VersionLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
     r.register("operator_build_info", "The running version", info);
@@ -142,6 +164,21 @@ pub fn objects(n: usize) {
 /// Whether this instance runs hooks (always, without --leader-elect).
 pub fn leader(active: bool) {
     METRICS.leader.set(i64::from(active));
+}
+
+/// Live members of the --shards group.
+pub fn shard_members(n: usize) {
+    METRICS.shard_members.set(n as i64);
+}
+
+/// Objects this --shards member owns.
+pub fn shard_owned(n: usize) {
+    METRICS.shard_owned.set(n as i64);
+}
+
+/// `n` objects came to this --shards member for `reason`.
+pub fn shard_handovers(reason: &str, n: u64) {
+    METRICS.shard_handovers.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc_by(n);
 }
 
 /// This instance stopped running hooks: it tracks and queues nothing.

@@ -19,4 +19,5 @@ pub mod log;
 pub mod metrics;
 pub mod queue;
 pub mod record;
+pub mod shard;
 pub mod watch;

@@ -168,9 +168,19 @@ impl Tracker {
 
     /// Every known object's JSON, in key order, for the snapshot hook.
     pub fn objects(&self) -> Vec<Arc<str>> {
-        let mut keyed: Vec<_> = self.known.iter().collect();
+        self.objects_where(|_| true)
+    }
+
+    /// The JSON of the known objects whose key passes `keep`, in key order.
+    pub fn objects_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut keyed: Vec<_> = self.known.iter().filter(|(k, _)| keep(k)).collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(b.0));
         keyed.into_iter().map(|(_, k)| k.object.clone()).collect()
+    }
+
+    /// Every known object's key and JSON, in no order.
+    pub fn entries(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.known.iter().map(|(key, k)| (key, &k.object))
     }
 
     /// Every known object again, for --resync.
@@ -245,6 +255,8 @@ pub struct Watch {
     pub ignore_status_changes: bool,
     /// Batched hooks (src/batch.rs): resync passes and gathered changes go here.
     pub batch: Option<crate::runtime::batch::Feed>,
+    /// --shards: only this member's objects go on, and the ones it gains come again.
+    pub shard: Option<crate::runtime::shard::Ownership>,
 }
 
 impl Watch {
@@ -274,7 +286,7 @@ impl Watch {
 
     /// Runs until cancelled, sending every event to `tx` in order.
     pub async fn run(
-        self,
+        mut self,
         mut tracker: Tracker,
         tx: mpsc::Sender<ObjectEvent>,
         journal: Option<Arc<Journal>>,
@@ -290,13 +302,24 @@ impl Watch {
         loop {
             let events = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                _ = resync.tick(), if self.resync.is_some() => crate::runtime::batch::tap(&self.batch, tracker.sync()),
+                _ = resync.tick(), if self.resync.is_some() => {
+                    let mine = self.mine(tracker.sync());
+                    crate::runtime::batch::tap(&self.batch, mine)
+                }
                 _ = crate::runtime::batch::sleep_until(snapshot_at), if snapshot_at.is_some() => {
                     snapshot_at = None;
                     if let Some(feed) = self.batch.as_ref().filter(|f| f.wants_changes()) {
-                        feed.offer(crate::runtime::batch::Pass::changed(tracker.objects()));
+                        let objects = match &self.shard {
+                            Some(own) => tracker.objects_where(|k| own.mine(k)),
+                            None => tracker.objects(),
+                        };
+                        feed.offer(crate::runtime::batch::Pass::changed(objects));
                     }
                     continue;
+                }
+                Some(change) = next_change(&mut self.shard) => {
+                    let own = self.shard.as_mut().expect("a change comes only with --shards");
+                    own.rebalance(change, tracker.entries())
                 }
                 item = stream.next() => match item {
                     None => return Ok(()),
@@ -309,6 +332,10 @@ impl Watch {
             }
             crate::runtime::metrics::objects(tracker.len());
             for mut ev in events {
+                if self.shard.as_mut().is_some_and(|own| !own.keep(&ev)) {
+                    tracing::debug!("{} {}: another member's object", ev.kind.as_str(), ev.key);
+                    continue;
+                }
                 crate::runtime::metrics::event(ev.kind.as_str());
                 if let (Some(j), false, true) = (&journal, ev.kind == EventType::Sync, ev.hook) {
                     j.add(&mut ev)?;
@@ -316,6 +343,14 @@ impl Watch {
                 tracing::debug!("{} {}: queued", ev.kind.as_str(), ev.key);
                 tx.send(ev).await.map_err(|_| WatchError::QueueClosed)?;
             }
+        }
+    }
+
+    /// The events of this member's objects (all of them without --shards).
+    fn mine(&self, events: Vec<ObjectEvent>) -> Vec<ObjectEvent> {
+        match &self.shard {
+            Some(own) => events.into_iter().filter(|e| own.mine(&e.key)).collect(),
+            None => events,
         }
     }
 
@@ -363,6 +398,16 @@ impl Watch {
             let json = serde_json::to_string(obj).unwrap_or_default();
             tracing::info!("event {what} {}: {json}", obj.metadata.name.as_deref().unwrap_or(""));
         }
+    }
+}
+
+/// The next change of members; never, without --shards.
+async fn next_change(
+    shard: &mut Option<crate::runtime::shard::Ownership>,
+) -> Option<crate::runtime::shard::ViewChange> {
+    match shard {
+        Some(own) => own.next().await,
+        None => std::future::pending().await,
     }
 }
 

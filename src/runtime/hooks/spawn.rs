@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::unix::pipe;
@@ -36,6 +36,51 @@ pub fn abort_all() {
     }
 }
 
+/// `--shards`: hooks start only before this instant, the member's renew deadline, judged
+/// by this process's monotonic clock right before each start (None: no limit).
+static FENCE: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+
+/// Sets the instant after which no hook starts (a shard member's renew deadline).
+pub fn fence(until: Option<std::time::Instant>) {
+    *FENCE.lock().unwrap_or_else(|e| e.into_inner()) = until;
+}
+
+/// Bumped by `end_running`: work begun before it starts no hook after it.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+tokio::task_local! {
+    /// The epoch the current event's work began in (see `within_epoch`).
+    static BEGUN_IN: u64;
+}
+
+/// Past the fence, or inside work begun before the last `end_running`.
+fn fenced() -> bool {
+    let stale = BEGUN_IN.try_with(|e| *e != EPOCH.load(Ordering::SeqCst)).unwrap_or(false);
+    stale || FENCE.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| std::time::Instant::now() >= until)
+}
+
+/// The current epoch, to be taken before deciding that some work may run.
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::SeqCst)
+}
+
+/// Runs `work`, whose hooks (retries included) start only while no `end_running`
+/// happened since `epoch`.
+pub async fn within_epoch<F: std::future::Future>(epoch: u64, work: F) -> F::Output {
+    BEGUN_IN.scope(epoch, work).await
+}
+
+/// Ends every running hook at once (SIGKILL to its group), and every piece of work
+/// begun before starts no more: for a shard member past its renew deadline, whose
+/// objects others may take now. Work begun later runs.
+pub fn end_running() {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    EPOCH.fetch_add(1, Ordering::SeqCst);
+    for pgid in running.iter() {
+        let _ = killpg(*pgid, Signal::SIGKILL);
+    }
+}
+
 /// Registers a running hook's group until dropped; after `abort_all` it is ended at once.
 struct Registered(Option<Pid>);
 
@@ -44,7 +89,7 @@ impl Registered {
         let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pgid) = pgid {
             running.push(pgid);
-            if ABORTED.load(Ordering::SeqCst) {
+            if ABORTED.load(Ordering::SeqCst) || fenced() {
                 let _ = killpg(pgid, Signal::SIGKILL);
             }
         }
@@ -61,7 +106,7 @@ impl Drop for Registered {
 
 /// Runs the hook; `label` tags its output lines (`added ns/name`).
 pub async fn run(cmd: &HookCommand, label: &str, limits: Limits, stop: &CancellationToken) -> Outcome {
-    if ABORTED.load(Ordering::SeqCst) {
+    if ABORTED.load(Ordering::SeqCst) || fenced() {
         return Outcome::Interrupted;
     }
     let (mut child, output) = match start(cmd) {
