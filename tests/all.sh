@@ -58,6 +58,9 @@ tests/cluster/build.sh >/dev/null
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "layers: imports point down src/'s layers (tests/layers.rs, docs/ARCHITECTURE.md)"
+cargo test --locked --quiet --test layers
+
 step "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 

@@ -47,11 +47,8 @@ pub fn cluster() -> &'static Cluster {
         if std::env::var_os("KEEP_CLUSTER_DIR").is_none() {
             start.arg("--owner-clean");
         }
-        let out = start
-            .env("OPERATOR_BIN", OPERATOR)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run tests/cluster/start.sh");
+        let out =
+            start.env("OPERATOR_BIN", OPERATOR).stderr(Stdio::inherit()).output().expect("run tests/cluster/start.sh");
         assert!(out.status.success(), "tests/cluster/start.sh failed: {}", String::from_utf8_lossy(&out.stdout));
         let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
         keep_on_failure(&dir);
