@@ -24,6 +24,7 @@ REAL_PACKAGES=(containerd runc containernetworking-plugins iptables busybox-stat
 
 real_prereqs() {
   local p missing=()
+  FAILED_LOG=
   for p in "${REAL_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   ((${#missing[@]} == 0)) && return 0
   echo "start.sh: installing ${missing[*]} (real nodes)" >&2
@@ -38,6 +39,7 @@ real_prereqs() {
 # and quoting are all legal.
 real_topology() {
   local out line
+  FAILED_LOG=
   out=$(python3 - "${CLUSTER_YAML:-$REPO/cluster.yaml}" 2>&1 <<'PY'
 import re, sys, yaml
 path = sys.argv[1]
@@ -74,6 +76,7 @@ PY
 # The images every node loads: TOOLS_IMAGE/PAUSE_IMAGE and their archives.
 real_images() {
   local out
+  FAILED_LOG=
   out=$("$HERE/images.sh" 2>&1) || fail "building the node images failed: $out"
   { read -r TOOLS_IMAGE TOOLS_TAR; read -r PAUSE_IMAGE PAUSE_TAR; } <<<"$out"
   printf '%s\n' "$TOOLS_IMAGE" >"$DIR/tools-image"

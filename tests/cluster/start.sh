@@ -2,7 +2,9 @@
 # Starts a local Kubernetes control plane for tests: etcd + kube-apiserver +
 # kube-controller-manager on loopback (free ports), three simulated nodes kept
 # Ready by a lease heartbeat, and the pod simulator (this project's operator
-# running tests/cluster/kubelet). Prints exactly one line on stdout: the
+# running tests/cluster/kubelet); or real nodes (--real-nodes). A node that
+# cannot start fails it with one line naming the node and why, and everything
+# started is stopped again. Prints exactly one line on stdout: the
 # cluster directory (kubeconfig in DIR/kubeconfig, logs in DIR/logs).
 #
 #   tests/cluster/start.sh [--dir DIR] [--owner-pid PID [--owner-clean]] [--no-simulator | --real-nodes]
@@ -37,7 +39,7 @@ REAL=0
 STARTED=0
 HOST_IP=
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 parse_args() {
   while (($#)); do
