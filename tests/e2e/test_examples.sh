@@ -123,8 +123,8 @@ test_builtins() {
   ns=$(new_namespace ex-builtins)
   operator_start builtins -o pods -n "$ns" -h "$EXAMPLES/builtins" --resync 1s --label-selector example.com/ttl-seconds
   wait_for_log builtins 'watching for changes' "$REACT"
-  kubectl -n "$ns" run doomed --image=busybox --restart=Never --labels=example.com/ttl-seconds=4 -- sleep 3600 >/dev/null
-  kubectl -n "$ns" run spared --image=busybox --restart=Never -- sleep 3600 >/dev/null
+  kubectl -n "$ns" run doomed --image=busybox:1.35.0 --restart=Never --labels=example.com/ttl-seconds=4 -- sleep 3600 >/dev/null
+  kubectl -n "$ns" run spared --image=busybox:1.35.0 --restart=Never -- sleep 3600 >/dev/null
   created=$(date -d "$(kubectl -n "$ns" get pod doomed -o jsonpath='{.metadata.creationTimestamp}')" +%s)
   wait_for_log builtins "=== Pod killing happens in 4s." "$REACT" || fail "added did not see the pod"
   wait_until "$REACT" gone "$ns" pod/doomed || fail "the pod was not deleted"
