@@ -5,7 +5,8 @@
 #   bench/shards.sh [--objects N] [--members "1 2 3"] [--kubeconfig K] [-- RUNNER FLAGS...]
 #
 # For each member count: a fresh namespace, that many members with --shards (default
-# --workers), then N ConfigMaps created in bursts of 500 (kubectl apply of a List):
+# --workers), then N ConfigMaps created in bursts of 500 (kubectl create of a List,
+# all bursts at once; the arrival rate is printed beside the hook rate):
 # the `added` hook appends "RUNNER NAME NANOSECONDS" and sleeps 50 ms. Reported: the
 # time from the first hook's start to the N-th, and hooks per second. With the largest
 # member count, one member is then killed with SIGKILL: reported are the time from
@@ -91,16 +92,18 @@ members_seen() { # NS N: every member's last membership line says N members
 
 runs_at_least() { (($(wc -l <"$1") >= $2)); }
 
-create() { # NS: OBJECTS ConfigMaps in bursts of 500
-  local i from items
+create() { # NS: OBJECTS ConfigMaps in bursts of 500, all bursts at once
+  local i from items jobs=()
   for ((from = 0; from < OBJECTS; from += 500)); do
     items=()
     for ((i = from; i < from + 500 && i < OBJECTS; i++)); do
       items+=("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"obj-$i\"}}")
     done
     local IFS=,
-    echo "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[${items[*]}]}" | kubectl apply -n "$1" -f - >/dev/null
+    echo "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[${items[*]}]}" | kubectl create -n "$1" -f - >/dev/null &
+    jobs+=($!)
   done
+  wait "${jobs[@]}"
 }
 
 ms() { echo $((($1 - $2) / 1000000)); }
@@ -113,7 +116,9 @@ for n in $MEMBERS; do
   touch "$runs"
   for ((m = 1; m <= n; m++)); do start "$ns" "m$m" "$runs"; done
   wait_for "$n members" members_seen "$ns" "$n"
+  created=$(date +%s%N)
   create "$ns"
+  echo "  $OBJECTS objects created in $(ms "$(date +%s%N)" "$created") ms" >&2
   wait_for "$OBJECTS hooks" runs_at_least "$runs" "$OBJECTS"
   # kube-root-ca.crt runs too; only the objects count.
   read -r first last < <(grep ' obj-' "$runs" | sort -k3 -n | awk 'NR == 1 {f = $3} {l = $3} END {print f, l}')

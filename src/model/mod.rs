@@ -4,7 +4,8 @@
 //! field paths and diffs ([`fields`]), object filters and selectors ([`filter`],
 //! [`selector`]), output formats ([`format`]), and the small shared vocabularies: how a
 //! hook ended ([`outcome`]), retry timing ([`retry`]), lease timing and naming
-//! ([`lease`]), and a hook's log-line levels ([`hook_line`]).
+//! ([`lease`]), which shard member owns an object and the record it publishes
+//! ([`shard`]), and a hook's log-line levels ([`hook_line`]).
 //!
 //! May import: nothing from this crate outside `model`. No file, network or process
 //! I/O and no tokio here, so that everything in it is tested with plain values.

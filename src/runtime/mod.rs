@@ -4,7 +4,8 @@
 //! durable queue ([`journal`]) and `--record` ([`record`]), batched passes
 //! (`sync-all`, `snapshot`: [`batch`]), the delivery of one event ([`deliver`]), the
 //! hooks directory and hook processes ([`hooks`]; only `hooks::spawn` starts
-//! processes), leader election ([`leader`]), and what an operator of the operator
+//! processes), leader election ([`leader`]), shard membership and ownership
+//! (`--shards`: [`shard`]), and what an operator of the operator
 //! sees: [`metrics`], the HTTP endpoint ([`listen`]) and the log ([`log`]).
 //!
 //! May import: [`crate::model`], [`crate::cli`], [`crate::config`], [`crate::cluster`].

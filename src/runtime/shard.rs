@@ -283,10 +283,15 @@ impl Membership {
             };
             let next = started + self.timing.retry_period;
             let deadline = self.shard.lock().valid_until.unwrap_or(next);
-            let pending = {
+            let (pending, drained) = {
                 let s = self.shard.lock();
-                s.view != s.published
+                (s.view != s.published, self.shard.is_drained(&s))
             };
+            self.check_deadline();
+            if pending && drained && !self.failing && !until.is_cancelled() {
+                // Publish the new view now: the new owners wait for it.
+                continue;
+            }
             tokio::select! {
                 _ = until.cancelled() => break,
                 _ = tokio::time::sleep_until(next.min(deadline.max(started)).into()) => {}
@@ -323,39 +328,49 @@ impl Membership {
             if self.shard.is_drained(&s) { s.view.clone() } else { s.published.clone() }
         };
         let left = self.timing.retry_period.max(Duration::from_millis(500));
-        match tokio::time::timeout(left, self.write(&target)).await {
-            Ok(Ok(())) => self.renewed(started, target),
+        let wrote = match tokio::time::timeout(left, self.write(&target)).await {
+            Ok(Ok(())) => {
+                self.renewed(started);
+                true
+            }
             Ok(Err(e)) if refused(&e) => return Err(self.refused(e)),
             Ok(Err(e)) => self.failed(&api_message(&e)),
             Err(_) => self.failed("no answer within the retry period"),
-        }
+        };
         match tokio::time::timeout(left, self.list()).await {
-            Ok(Ok(leases)) => self.observe(leases),
+            Ok(Ok(leases)) => {
+                self.observe(leases);
+                // A claim counts for starting hooks only with a read of the others' claims
+                // made after it was written: of two members claiming one object, the later
+                // reader sees the earlier claim.
+                if wrote {
+                    self.shard.update(|s| s.published = target);
+                }
+            }
             Ok(Err(e)) if refused(&e) => return Err(self.refused(e)),
-            Ok(Err(e)) => self.failed(&api_message(&e)),
-            Err(_) => self.failed("no answer within the retry period"),
+            Ok(Err(e)) => drop(self.failed(&api_message(&e))),
+            Err(_) => drop(self.failed("no answer within the retry period")),
         }
         Ok(started)
     }
 
-    fn renewed(&mut self, started: Instant, published: Arc<[String]>) {
+    fn renewed(&mut self, started: Instant) {
         let valid_until = started + self.timing.renew_deadline;
         spawn::fence(Some(valid_until));
         metrics::lease_ok();
-        if std::mem::take(&mut self.failing) || std::mem::take(&mut self.lost) {
+        let (failing, lost) = (std::mem::take(&mut self.failing), std::mem::take(&mut self.lost));
+        if failing || lost {
             tracing::info!("renewed the Lease {} again", self.name);
         }
-        self.shard.update(|s| {
-            s.valid_until = Some(valid_until);
-            s.published = published;
-        });
+        self.shard.update(|s| s.valid_until = Some(valid_until));
     }
 
-    fn failed(&mut self, why: &str) {
+    fn failed(&mut self, why: &str) -> bool {
         metrics::lease_failed();
         if !std::mem::replace(&mut self.failing, true) {
             tracing::warn!("cannot renew or read the shard Leases of {}: {why}; retrying", self.group);
         }
+        false
     }
 
     async fn write(&self, view: &[String]) -> Result<(), kube::Error> {
