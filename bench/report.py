@@ -313,10 +313,14 @@ def burst_rows(scale):
         add(f"**9d. a burst while a hook is slow** ({t['objects']:,} ConfigMaps at once, `added` sleeps "
             f"{t['hook_s'] * 1000:.0f} ms, `--workers {t['workers']}`, `sync-all` with `--resync 1s`; {len(tk)} rounds)",
             "", "", "", "")
+        # The target is --workers x 10/s for a hook of 100 ms; a hook that takes longer (process
+        # start, a loaded machine) allows less, and that is what the runner is held to.
+        allow = lambda x: x.get("hooks_allow_per_s") or x["target_rate_per_s"]  # noqa: E731
         add("backlog drained at", rounds(tk, lambda x: f"{x['rate_per_s']:.1f}/s in {x['drain_s']:.1f} s"
                                          if x["rate_per_s"] else "-"),
-            "", f"{t['target_rate_per_s']:.0f}/s", verdict(all((x["rate_per_s"] or 0) >= 0.9 * x["target_rate_per_s"]
-                                                              for x in tk), ""))
+            "", f"{t['target_rate_per_s']:.0f}/s with 100 ms hooks; --workers / the hooks' own time",
+            verdict(all((x["rate_per_s"] or 0) >= 0.95 * allow(x) for x in tk),
+                    " / ".join(f"{100 * (x['rate_per_s'] or 0) / allow(x):.0f}% of what the hooks allow" for x in tk)))
         if all(x.get("hook_ms_mean") for x in tk):
             add("… the hook's own run time (runner's log), and the rate it allows",
                 rounds(tk, lambda x: f"{x['hook_ms_mean']:.1f} ms, {x['hooks_allow_per_s']:.1f}/s"), "", "", "")

@@ -89,8 +89,10 @@ describe_machine() {
     echo "kernel:      $(uname -sr)"
     echo "kubectl:     $(kubectl version --client -o json | jq -r .clientVersion.gitVersion), server $server"
     echo "rustc:       $(rustc --version)"
-    echo "kopf:        $("$KOPF_VENV/bin/python" -m pip show kopf 2>/dev/null | awk '/^Version/ {print $2}')" \
-      "on $("$KOPF_VENV/bin/python" --version 2>&1)"
+    # Only the end-to-end phases use kopf (and make its virtualenv).
+    [[ ! -x $KOPF_VENV/bin/python ]] ||
+      echo "kopf:        $("$KOPF_VENV/bin/python" -m pip show kopf 2>/dev/null | awk '/^Version/ {print $2}')" \
+        "on $("$KOPF_VENV/bin/python" --version 2>&1)"
     echo "commit:      $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml || echo ' (+ uncommitted changes)')"
   } >"$WORK/machine.txt"
 }

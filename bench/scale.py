@@ -371,24 +371,33 @@ def evc_phase(args, kube, evcs=1000, pods=5000, window=120, resync="10s"):
 # --- bursts (issue 19) ---------------------------------------------------------------------
 
 class Watch:
-    """`kubectl get KIND -n NS --watch`: each event's (type, name, phase) stamped on arrival."""
+    """`kubectl get KIND -n NS --watch`: each event's (type, name, phase) stamped on arrival. A
+    kubectl that ends (a loaded API server can drop it) is started again and counted in
+    `restarts`: its new list re-sends the objects that exist, a deletion in the gap is missed."""
 
     def __init__(self, args, kind, ns, template):
-        self.events = []
-        self.proc = subprocess.Popen(
-            ["kubectl", "--kubeconfig", args.kubeconfig, "get", kind, "-n", ns, "--watch", "--output-watch-events",
-             "-o", f"jsonpath={template}" + '{"\\n"}'],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.events, self.restarts, self.stopped = [], 0, False
+        self.argv = ["kubectl", "--kubeconfig", args.kubeconfig, "get", kind, "-n", ns, "--watch",
+                     "--output-watch-events", "-o", f"jsonpath={template}" + '{"\\n"}']
+        self.proc = None
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self):
-        for line in self.proc.stdout:
-            self.events.append((time.monotonic(), line.split()))
+        while not self.stopped:
+            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            for line in self.proc.stdout:
+                self.events.append((time.monotonic(), line.split()))
+            self.proc.wait()
+            if not self.stopped:
+                self.restarts += 1
+                time.sleep(0.5)
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait()
+        self.stopped = True
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
 
 
 def burst_pods(args, kube, ns, count, prefix, claim=None, phase="Running"):
@@ -527,7 +536,8 @@ def evc_burst_round(args, kube, ns, used, expiry=40, grace=20, bad=1):
          "snapshot_runs": len(runs), "snapshot_new": sum(int(x) for x in runs),
          "passes": len(passes_), "deleted_by_passes": sum(int(d) for _, d in passes_),
          "runner_cpu_s": cpu1[0] - cpu0[0], "hooks_cpu_s": cpu1[1] - cpu0[1], "window_s": t_end - t0,
-         "hook_errors": text.count(" ERROR "), "load_before": load0, "load_after": load1}
+         "hook_errors": text.count(" ERROR "), "load_before": load0, "load_after": load1,
+         "watch_restarts": evw.restarts + pvw.restarts}
     log(f"evc-burst {json.dumps(r)}")
     for n in bads:
         kube.request("DELETE", f"/apis/zalando.org/v1/namespaces/{ns}/ephemeralvolumeclaims/{n}")

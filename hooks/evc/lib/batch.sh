@@ -80,24 +80,33 @@ sync_all() {
   fi
   step list list_namespaces "$WORK" pods persistentvolumeclaims
   run_plan "$file" "$WORK" false
-  if [[ $NEXT_DEADLINE != null ]] && ((NEXT_DEADLINE <= $(date -u +%s))); then
+  # Up to three rounds, each only while the last one deleted something.
+  local late=0 before
+  while ((late < 3)) && [[ $NEXT_DEADLINE != null ]] && ((NEXT_DEADLINE <= $(date -u +%s))); do
+    before=$DELETED
     late_deletes "$file" "$WORK"
-  fi
+    late=$((late + 1))
+    ((DELETED > before)) || break
+  done
   log_info "evc: pass over $CLAIMS claims: $WRITTEN statuses written, $DELETED deleted," \
     "$CREATED PVCs created, $NOT_CREATED not, $RECONCILES one by one, in $(elapsed "$STARTED")s ($(steps))"
 }
 
 # late_deletes EVENT_FILE WORK: deadlines passed while the pass ran (a thousand claims' writes
 # and deletions take seconds): those claims are decided again at once, with their pods listed
-# again, for deletion only, rather than at the next pass. Claims this pass wrote a status for
+# again, for deletion only, rather than at the next pass; NEXT_DEADLINE is the next one after. Claims this pass wrote a status for
 # are left to the next one (their resourceVersion changed: lib/bulk.sh, delete_bulk).
 late_deletes() {
-  local file=$1 work=$2 deleted=$DELETED
+  local file=$1 work=$2 deleted=$DELETED count
   PASS_NOW=$(date -u +%s)
   step list list_namespaces "$work" pods persistentvolumeclaims
   step plan evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; false)
-    | select(.do == "delete")' -nc --slurpfile event "$file" --argjson now "$PASS_NOW" \
-    --argjson cfg "$(settings_json)" "${LISTS[@]}" >"$work/deletes"
+    | select(.do == "count" or .do == "delete")' -nc --slurpfile event "$file" --argjson now "$PASS_NOW" \
+    --argjson cfg "$(settings_json)" "${LISTS[@]}" >"$work/late"
+  read -r count <"$work/late"
+  [[ $count =~ \"next\":([0-9]+|null) ]] || { log_error "evc: no plan (lib/evc.jq)"; exit 1; }
+  NEXT_DEADLINE=${BASH_REMATCH[1]}
+  grep '^{"do":"delete"' "$work/late" >"$work/deletes" || true
   step delete delete_due "$work/deletes" "$work"
   DELETED=$((DELETED + deleted))
 }
