@@ -25,7 +25,7 @@ reconcile_each() {
 }
 
 # list_namespaces WORK WHAT...: per namespace of WORK/namespaces, `kubectl get --raw` of each
-# resource in WHAT (pods, persistentvolumeclaims) into WORK; the files go to LISTS. --raw:
+# resource in WHAT (pods, persistentvolumeclaims, ephemeralvolumeclaims) into WORK; the files go to LISTS. --raw:
 # kubectl neither decodes nor re-encodes thousands of objects.
 list_namespaces() {
   local work=$1 ns what
@@ -34,7 +34,11 @@ list_namespaces() {
   while IFS= read -r ns; do
     [[ $ns =~ $NAMESPACE_RE ]] || { log_error "evc: skipping claims of namespace '$ns': not a namespace name"; continue; }
     for what; do
-      kubectl get --raw "/api/v1/namespaces/$ns/$what" >"$work/$what-$ns.json"
+      if [[ $what == ephemeralvolumeclaims ]]; then
+        kubectl get --raw "/apis/zalando.org/v1/namespaces/$ns/$what" >"$work/$what-$ns.json"
+      else
+        kubectl get --raw "/api/v1/namespaces/$ns/$what" >"$work/$what-$ns.json"
+      fi
       LISTS+=("$work/$what-$ns.json")
     done
   done <"$work/namespaces"
@@ -84,7 +88,7 @@ sync_all() {
   local late=0 before
   while ((late < 3)) && [[ $NEXT_DEADLINE != null ]] && ((NEXT_DEADLINE <= $(date -u +%s))); do
     before=$DELETED
-    late_deletes "$file" "$WORK"
+    late_deletes "$WORK"
     late=$((late + 1))
     ((DELETED > before)) || break
   done
@@ -92,16 +96,18 @@ sync_all() {
     "$CREATED PVCs created, $NOT_CREATED not, $RECONCILES one by one, in $(elapsed "$STARTED")s ($(steps))"
 }
 
-# late_deletes EVENT_FILE WORK: deadlines passed while the pass ran (a thousand claims' writes
-# and deletions take seconds): those claims are decided again at once, with their pods listed
-# again, for deletion only, rather than at the next pass; NEXT_DEADLINE is the next one after. Claims this pass wrote a status for
-# are left to the next one (their resourceVersion changed: lib/bulk.sh, delete_bulk).
+# late_deletes WORK: deadlines passed while the pass ran (a thousand claims' writes and
+# deletions take seconds): those claims are decided again at once, as they are now (this
+# pass's own status writes changed them) and with their pods, both listed again, for deletion
+# only, rather than at the next pass; NEXT_DEADLINE is the next one after.
 late_deletes() {
-  local file=$1 work=$2 deleted=$DELETED count
+  local work=$1 deleted=$DELETED count
   PASS_NOW=$(date -u +%s)
-  step list list_namespaces "$work" pods persistentvolumeclaims
-  step plan evc_jq '[inputs] as $lists | $event[0] | plan($now; $cfg; $lists | index_lists; false)
-    | select(.do == "count" or .do == "delete")' -nc --slurpfile event "$file" --argjson now "$PASS_NOW" \
+  step list list_namespaces "$work" pods persistentvolumeclaims ephemeralvolumeclaims
+  step plan evc_jq '[inputs] as $lists
+    | {objects: [$lists[] | select(.kind == "EphemeralVolumeClaimList") | .items[]]}
+    | plan($now; $cfg; $lists | index_lists; false)
+    | select(.do == "count" or .do == "delete")' -nc --argjson now "$PASS_NOW" \
     --argjson cfg "$(settings_json)" "${LISTS[@]}" >"$work/late"
   read -r count <"$work/late"
   [[ $count =~ \"next\":([0-9]+|null) ]] || { log_error "evc: no plan (lib/evc.jq)"; exit 1; }
