@@ -581,6 +581,10 @@ deploy_for_real() {
     || fail "CRDs not established"
   # Pods of the earlier tests' applies waited for an image no node had: new ones.
   kubectl -n "operator-$base" rollout restart deploy/operator >/dev/null
+  # Until the old ReplicaSet's pods are gone: mid-rollout, an old pod can lead
+  # and then be stopped, taking the log the test reads with it.
+  kubectl -n "operator-$base" rollout status deploy/operator --timeout=180s >/dev/null \
+    || fail "deploy/$base: the rollout did not finish: $(kubectl -n "operator-$base" get pods -o wide 2>&1)"
   wait_until 180 ready_pods "$base" 2 \
     || fail "deploy/$base: two replicas never became Running and Ready: $(kubectl -n "operator-$base" get pods -o wide 2>&1)"
   wait_until 30 one_leader "$base" || fail "deploy/$base: not one leader and one standby: $(roles "$base")"
